@@ -1,0 +1,1 @@
+"""ACE: the Automated Communications Engine (placeholder until the library lands)."""

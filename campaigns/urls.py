@@ -1,0 +1,3 @@
+"""Public routes of the campaigns app (unsubscribe links)."""
+
+urlpatterns: list = []

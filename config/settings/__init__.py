@@ -1,0 +1,1 @@
+"""Split settings: base (shared), local (the embedded one-machine default), production, test."""

@@ -1,0 +1,211 @@
+"""Settings shared by every environment, read from the environment through django-environ.
+
+Every variable is listed in the README's configuration table. Defaults suit one machine:
+SQLite in the project folder, an embedded (filesystem) Celery broker and mail captured
+as files under ``var/mail``.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+VAR_DIR = Path(environ.Env().str("VAR_DIR", default=str(BASE_DIR / "var")))
+
+env = environ.Env()
+env.read_env(BASE_DIR / ".env") if (BASE_DIR / ".env").exists() else None
+
+# General
+# ------------------------------------------------------------------------------
+# https://docs.djangoproject.com/en/5.2/ref/settings/#debug
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+# https://docs.djangoproject.com/en/5.2/ref/settings/#secret-key (set per environment)
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+# https://docs.djangoproject.com/en/5.2/ref/settings/#allowed-hosts
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+# https://docs.djangoproject.com/en/5.2/ref/settings/#csrf-trusted-origins
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+# https://docs.djangoproject.com/en/5.2/ref/settings/#time-zone
+TIME_ZONE = env.str("DJANGO_TIME_ZONE", default="UTC")
+USE_TZ = True
+LANGUAGE_CODE = env.str("DJANGO_LANGUAGE_CODE", default="en")
+USE_I18N = True
+# Base URL used to build absolute links in messages (unsubscribe links, etc.).
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
+
+# Databases
+# ------------------------------------------------------------------------------
+# https://django-environ.readthedocs.io/en/latest/types.html#environ-env-db-url
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+DATABASES["default"]["ATOMIC_REQUESTS"] = False
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The web server, a worker and beat write at once on one machine: WAL lets readers and a
+    # writer proceed together, and "immediate" transactions plus a busy timeout make writers
+    # queue instead of failing with "database is locked".
+    # https://docs.djangoproject.com/en/5.2/ref/databases/#database-is-locked-errors
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# URLs and apps
+# ------------------------------------------------------------------------------
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_celery_beat",
+    "import_export",
+    "ace",
+    "campaigns",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+# Templates
+# ------------------------------------------------------------------------------
+# An explicit loader list (APP_DIRS off) so that templates stored in the database by
+# operators are found ahead of files, under the same ACE path.
+# https://docs.djangoproject.com/en/5.2/ref/templates/api/#loader-types
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": False,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+            "loaders": [
+                "campaigns.template_loader.DatabaseLoader",
+                (
+                    "django.template.loaders.cached.Loader",
+                    [
+                        "django.template.loaders.filesystem.Loader",
+                        "django.template.loaders.app_directories.Loader",
+                    ],
+                ),
+            ],
+        },
+    }
+]
+
+# Passwords
+# ------------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# Static files (served by whitenoise)
+# ------------------------------------------------------------------------------
+# https://whitenoise.readthedocs.io/en/stable/django.html
+STATIC_URL = "/static/"
+STATIC_ROOT = env.str("STATIC_ROOT", default=str(VAR_DIR / "static"))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+# Email
+# ------------------------------------------------------------------------------
+# EMAIL_URL (e.g. smtp://user:pass@host:587?tls=True) wins; else EMAIL_BACKEND; else mail is
+# captured as .eml files under var/mail where an operator can read it.
+# https://django-environ.readthedocs.io/en/latest/types.html#environ-env-email-url
+EMAIL_FILE_PATH = env.str("EMAIL_FILE_PATH", default=str(VAR_DIR / "mail"))
+if env.str("EMAIL_URL", default=""):
+    vars().update(env.email_url("EMAIL_URL"))
+else:
+    EMAIL_BACKEND = env.str(
+        "EMAIL_BACKEND", default="django.core.mail.backends.filebased.EmailBackend"
+    )
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Campaigns <noreply@example.org>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
+
+# Celery
+# ------------------------------------------------------------------------------
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html
+# The default broker is kombu's filesystem transport: no server, fine for one machine.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = VAR_DIR / "broker"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir),
+        "data_folder_out": str(_broker_dir),
+        "control_folder": str(VAR_DIR / "broker-control"),
+    }
+else:
+    # At-least-once: an unacknowledged task comes back after the visibility timeout.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
+    }
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TIMEZONE = TIME_ZONE
+# Acknowledge after the task ran, and give each worker process one task at a time, so a
+# killed worker's task is redelivered (the delivery log makes redelivery harmless).
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# https://django-celery-beat.readthedocs.io/en/latest/#usage
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+# ACE (same flat names as the reference library)
+# ------------------------------------------------------------------------------
+ACE_ENABLED_CHANNELS = env.list("ACE_ENABLED_CHANNELS", default=["django_email"])
+ACE_ENABLED_POLICIES = env.list(
+    "ACE_ENABLED_POLICIES", default=["campaigns_optout", "campaigns_toggles"]
+)
+ACE_CHANNEL_DEFAULT_EMAIL = env.str("ACE_CHANNEL_DEFAULT_EMAIL", default="django_email")
+ACE_CHANNEL_TRANSACTIONAL_EMAIL = env.str(
+    "ACE_CHANNEL_TRANSACTIONAL_EMAIL", default="django_email"
+)
+ACE_DEFAULT_EXPIRATION_DELAY = env.int("ACE_DEFAULT_EXPIRATION_DELAY", default=120)
+ACE_CHANNEL_SAILTHRU_DEBUG = env.bool("ACE_CHANNEL_SAILTHRU_DEBUG", default=False)
+ACE_CHANNEL_SAILTHRU_TEMPLATE_NAME = env.str("ACE_CHANNEL_SAILTHRU_TEMPLATE_NAME", default="")
+ACE_CHANNEL_SAILTHRU_API_KEY = env.str("ACE_CHANNEL_SAILTHRU_API_KEY", default="")
+ACE_CHANNEL_SAILTHRU_API_SECRET = env.str("ACE_CHANNEL_SAILTHRU_API_SECRET", default="")
+
+# Logging
+# ------------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}
