@@ -1,0 +1,1 @@
+"""Services: the functions that change state; admin views and Celery tasks only call these."""
