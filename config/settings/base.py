@@ -1,25 +1,45 @@
 """Settings shared by every environment, read from the environment through django-environ.
 
-Every variable is listed in the README's configuration table. Defaults suit one machine:
-SQLite in the project folder, an embedded (filesystem) Celery broker and mail captured
-as files under ``var/mail``.
+Every variable is listed in the README's configuration table. Defaults suit one machine and
+keep their state under ``VAR_DIR`` (``var/`` in the project folder): SQLite, an embedded
+(filesystem) Celery broker, and mail captured as files under ``var/mail``.
 """
 
+import os
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
-VAR_DIR = Path(environ.Env().str("VAR_DIR", default=str(BASE_DIR / "var")))
 
 env = environ.Env()
-env.read_env(BASE_DIR / ".env") if (BASE_DIR / ".env").exists() else None
+# A .env file in the project folder is read for convenience; real environment variables win.
+if (BASE_DIR / ".env").exists():
+    env.read_env(BASE_DIR / ".env")
+
+# The names the issue and most hosting platforms use are accepted as aliases of the DJANGO_*
+# names (the DJANGO_* name wins when both are set).
+for _name in ("SECRET_KEY", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "TIME_ZONE"):
+    if _name in os.environ and f"DJANGO_{_name}" not in os.environ:
+        os.environ[f"DJANGO_{_name}"] = os.environ[_name]
+
+# Everything the one-machine defaults keep on disk (SQLite, broker, mail, static files).
+VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
+
+# Raised by the environment settings that need a key when DEBUG is off (local, production).
+SECRET_KEY_MISSING_ERROR = (
+    "DJANGO_SECRET_KEY (or SECRET_KEY) is not set, and DEBUG is off: set it in the environment. "
+    "Generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(50))'"
+)
 
 # General
 # ------------------------------------------------------------------------------
 # https://docs.djangoproject.com/en/5.2/ref/settings/#debug
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
-# https://docs.djangoproject.com/en/5.2/ref/settings/#secret-key (set per environment)
+# https://docs.djangoproject.com/en/5.2/ref/settings/#secret-key (required when DEBUG is off;
+# local.py and production.py enforce it)
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
 # https://docs.djangoproject.com/en/5.2/ref/settings/#allowed-hosts
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
@@ -27,6 +47,13 @@ ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 # https://docs.djangoproject.com/en/5.2/ref/settings/#time-zone
 TIME_ZONE = env.str("DJANGO_TIME_ZONE", default="UTC")
+try:
+    ZoneInfo(TIME_ZONE)
+except (ZoneInfoNotFoundError, ValueError):
+    raise ImproperlyConfigured(
+        f"DJANGO_TIME_ZONE={TIME_ZONE!r} is not a known time zone (use an IANA name such as "
+        "'UTC' or 'Europe/Paris')."
+    )
 USE_TZ = True
 LANGUAGE_CODE = env.str("DJANGO_LANGUAGE_CODE", default="en")
 USE_I18N = True
@@ -36,7 +63,7 @@ SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
 # Databases
 # ------------------------------------------------------------------------------
 # https://django-environ.readthedocs.io/en/latest/types.html#environ-env-db-url
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server, a worker and beat write at once on one machine: WAL lets readers and a
@@ -50,9 +77,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
+    if DATABASES["default"]["NAME"] != ":memory:":
+        Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Caches
+# ------------------------------------------------------------------------------
+# https://django-environ.readthedocs.io/en/latest/types.html#environ-env-cache-url
+# Per-process memory by default; set CACHE_URL=redis://... to share one across machines.
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
 
 # URLs and apps
 # ------------------------------------------------------------------------------
@@ -153,14 +189,23 @@ EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
 # Celery
 # ------------------------------------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
-# The default broker is kombu's filesystem transport: no server, fine for one machine.
+# The default broker is kombu's filesystem transport: no server, for one machine (one worker
+# process tree; more machines need Redis or RabbitMQ). Each message is a file in var/broker.
+# https://docs.celeryq.dev/projects/kombu/en/stable/reference/kombu.transport.filesystem.html
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "broker"
+    _broker_control_dir = VAR_DIR / "broker-control"
+    # The transport does not create its folders, and publishers (web, beat) need them as much as
+    # the worker, so they are made here, wherever the settings are loaded.
+    for _folder in (_broker_dir, _broker_control_dir):
+        _folder.mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir),
         "data_folder_out": str(_broker_dir),
-        "control_folder": str(VAR_DIR / "broker-control"),
+        "control_folder": str(_broker_control_dir),
+        # How often an idle worker lists the folder (kombu's default is every second).
+        "polling_interval": env.float("CELERY_BROKER_POLLING_INTERVAL", default=0.2),
     }
 else:
     # At-least-once: an unacknowledged task comes back after the visibility timeout.
@@ -191,9 +236,7 @@ ACE_ENABLED_POLICIES = env.list(
     "ACE_ENABLED_POLICIES", default=["campaigns_optout", "campaigns_toggles"]
 )
 ACE_CHANNEL_DEFAULT_EMAIL = env.str("ACE_CHANNEL_DEFAULT_EMAIL", default="django_email")
-ACE_CHANNEL_TRANSACTIONAL_EMAIL = env.str(
-    "ACE_CHANNEL_TRANSACTIONAL_EMAIL", default="django_email"
-)
+ACE_CHANNEL_TRANSACTIONAL_EMAIL = env.str("ACE_CHANNEL_TRANSACTIONAL_EMAIL", default="django_email")
 ACE_DEFAULT_EXPIRATION_DELAY = env.int("ACE_DEFAULT_EXPIRATION_DELAY", default=120)
 ACE_CHANNEL_SAILTHRU_DEBUG = env.bool("ACE_CHANNEL_SAILTHRU_DEBUG", default=False)
 ACE_CHANNEL_SAILTHRU_TEMPLATE_NAME = env.str("ACE_CHANNEL_SAILTHRU_TEMPLATE_NAME", default="")
