@@ -1,0 +1,110 @@
+"""
+:mod:`ace.ace` is the main entry point for sending messages with ACE.
+
+Usage::
+
+    from ace import ace
+    from ace.message import Message
+    from ace.recipient import Recipient
+
+    msg = Message(
+        name="test_message",
+        app_label="my_app",
+        recipient=Recipient(lms_user_id=123456, email_address="a_user@example.com"),
+        language="en",
+        context={"stuff": "to personalize the message"},
+    )
+    outcomes = ace.send(msg)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from ace import delivery, policy, presentation
+from ace.channel import ChannelType, channels, get_channel_for_message
+from ace.errors import ChannelError, UnsupportedChannelError
+from ace.message import Message
+from ace.outcome import DeliveryOutcome, OutcomeStatus
+from ace.utils.signals import send_ace_message_failed_signal
+
+log = logging.getLogger(__name__)
+
+
+def normalize_channel_types(
+    limit_to_channels: Iterable[ChannelType | str] | None,
+) -> set[ChannelType] | None:
+    """``limit_to_channels`` as a set of :class:`ChannelType` (values like ``"email"`` accepted).
+
+    Raises:
+        ValueError: For a value that is not a channel type.
+    """
+    if limit_to_channels is None:
+        return None
+    if isinstance(limit_to_channels, ChannelType | str):
+        limit_to_channels = [limit_to_channels]
+    return {c if isinstance(c, ChannelType) else ChannelType(c) for c in limit_to_channels}
+
+
+def send(
+    msg: Message, limit_to_channels: Iterable[ChannelType] | None = None
+) -> list[DeliveryOutcome]:
+    """
+    Send a message to its recipient.
+
+    The message goes through the enabled policies, then over each allowed channel type that
+    has a channel: it is rendered and delivered. Channel errors are reported and logged, not
+    raised (as in the reference); recoverable errors are retried in-process until the message
+    expires.
+
+    Args:
+        msg: The message to send.
+        limit_to_channels: If given, only these channel types are used (an empty list sends
+            nothing). The reference logged the skip but still sent.
+
+    Returns:
+        One :class:`~ace.outcome.DeliveryOutcome` per channel type considered: SENT, DENIED
+        (with the policy), FAILED (with the reason), EXPIRED or NO_ADDRESS.
+    """
+    msg.report_basics()
+    logger = msg.get_message_specific_logger(log)
+    limit = normalize_channel_types(limit_to_channels)
+    allowed, denials = policy.evaluate(msg)
+    msg.report("policy_allowed_channels", ",".join(sorted(c.value for c in allowed)))
+    channel_map = channels()
+
+    outcomes: list[DeliveryOutcome] = []
+    for channel_type in ChannelType:
+        if limit is not None and channel_type not in limit:
+            logger.debug("Skipping channel %s", channel_type)
+            continue
+        if not channel_map.has_channel_type(channel_type):
+            continue
+        if channel_type not in allowed:
+            outcomes.append(
+                DeliveryOutcome(
+                    message=msg,
+                    channel_type=channel_type,
+                    status=OutcomeStatus.DENIED,
+                    reason=denials.get(channel_type, "denied by policy"),
+                )
+            )
+            continue
+        try:
+            channel = get_channel_for_message(channel_type, msg)
+        except UnsupportedChannelError:
+            continue
+        channel_name = channel_map.name_of(channel)
+
+        try:
+            rendered_message = presentation.render(channel, msg)
+            outcome = delivery.deliver(channel, rendered_message, msg, channel_name=channel_name)
+        except ChannelError as error:
+            msg.report(f"{channel_type}_error", str(error))
+            logger.warning("Delivery on %s (%s) failed: %s", channel_type, channel_name, error)
+            outcome = DeliveryOutcome.from_error(msg, channel_type, error, channel_name)
+        if outcome.status is not OutcomeStatus.SENT:
+            send_ace_message_failed_signal(channel, msg, outcome)
+        outcomes.append(outcome)
+    return outcomes

@@ -1,0 +1,123 @@
+"""
+:mod:`ace.channel.mixins` holds helpers shared by email channels: the from-address, the
+subject, the recipient address, reply-to and extra headers, each validated the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+
+from ace.channel import ChannelType
+from ace.errors import FatalChannelDeliveryError, RecipientAddressMissingError
+
+if TYPE_CHECKING:
+    from ace.message import Message
+
+#: Error messages, importable by tests.
+NO_FROM_ADDRESS = (
+    "from_address must be included in message delivery options or as the DEFAULT_FROM_EMAIL setting"
+)
+NO_RECIPIENT_ADDRESS = "The message's recipient has no email address"
+HEADER_NEWLINE = "Newlines are not allowed in email header {name!r}"
+BAD_HEADERS_OPTION = "options['headers'] must be a mapping of header name to value"
+
+_WHITESPACE = re.compile(r"\s+")
+_NEWLINE = re.compile(r"[\r\n]")
+
+
+class EmailChannelMixin:
+    """Common helpers for email channels (sets :attr:`channel_type` to EMAIL)."""
+
+    channel_type = ChannelType.EMAIL
+
+    @staticmethod
+    def get_from_address(message: Message) -> str:
+        """
+        The sender: ``message.options['from_address']``, else ``settings.DEFAULT_FROM_EMAIL``.
+
+        Raises:
+            FatalChannelDeliveryError: If neither is set, or the address contains a newline.
+        """
+        from_address = message.options.get("from_address") or getattr(
+            settings, "DEFAULT_FROM_EMAIL", None
+        )
+        if not from_address:
+            raise FatalChannelDeliveryError(NO_FROM_ADDRESS)
+        EmailChannelMixin.check_header_value("From", from_address)
+        return str(from_address)
+
+    @staticmethod
+    def get_subject(rendered_message: Any) -> str:
+        """The rendered subject with every run of whitespace (newlines too) made one space."""
+        return _WHITESPACE.sub(" ", rendered_message.subject or "").strip()
+
+    @staticmethod
+    def get_from_name(rendered_message: Any) -> str:
+        """The rendered display name of the sender, whitespace collapsed ('' if none)."""
+        return _WHITESPACE.sub(" ", getattr(rendered_message, "from_name", "") or "").strip()
+
+    @staticmethod
+    def get_recipient_address(message: Message) -> str:
+        """
+        The recipient's email address.
+
+        Raises:
+            RecipientAddressMissingError: If the message has no recipient email address.
+            FatalChannelDeliveryError: If the address contains a newline.
+        """
+        address = getattr(message.recipient, "email_address", None)
+        if not address:
+            raise RecipientAddressMissingError(NO_RECIPIENT_ADDRESS)
+        EmailChannelMixin.check_header_value("To", address)
+        return address
+
+    @staticmethod
+    def get_reply_to(message: Message) -> list[str]:
+        """``options['reply_to']`` as a list (a single address or a list are accepted)."""
+        reply_to = message.options.get("reply_to")
+        if not reply_to:
+            return []
+        addresses = [reply_to] if isinstance(reply_to, str) else list(reply_to)
+        for address in addresses:
+            EmailChannelMixin.check_header_value("Reply-To", address)
+        return addresses
+
+    @staticmethod
+    def get_headers(message: Message) -> dict[str, str]:
+        """
+        Extra headers from ``options['headers']``.
+
+        Raises:
+            FatalChannelDeliveryError: If it is not a mapping, or a name or value has a newline.
+        """
+        headers = message.options.get("headers") or {}
+        if not isinstance(headers, Mapping):
+            raise FatalChannelDeliveryError(BAD_HEADERS_OPTION)
+        checked = {}
+        for name, value in headers.items():
+            EmailChannelMixin.check_header_value(str(name), str(name))
+            EmailChannelMixin.check_header_value(str(name), str(value))
+            checked[str(name)] = str(value)
+        return checked
+
+    @staticmethod
+    def check_header_value(name: str, value: str) -> None:
+        """Refuse a header value containing CR or LF (header injection)."""
+        if _NEWLINE.search(str(value)):
+            raise FatalChannelDeliveryError(HEADER_NEWLINE.format(name=name))
+
+    @staticmethod
+    def make_simple_html_template(head_html: str, body_html: str) -> str:
+        """Wrap the rendered head and body into one HTML document."""
+        return (
+            "<!DOCTYPE html>\n<html>\n  <head>\n    "
+            f"{head_html}\n  </head>\n  <body>\n    {body_html}\n  </body>\n</html>"
+        )
+
+    def get_action_links(self, omit_unsubscribe_link: bool = False, **kwargs: Any) -> list:
+        """Links a template may show (e.g. view online, unsubscribe); none by default."""
+        return []

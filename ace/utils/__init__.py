@@ -1,0 +1,3 @@
+"""
+:mod:`ace.utils` contains small helpers used across ACE (dates, plugins, caching, signals).
+"""
