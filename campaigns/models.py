@@ -404,3 +404,36 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.email or self.recipient_key} {self.channel}: {self.status}"
+
+
+class RunBatch(models.Model):
+    """One chunk of a run's recipient ids as enqueued by ``start_run``.
+
+    Its first ``deliver_batch`` claims it (``claimed_at``) exactly once, so a redelivered or
+    duplicated batch never counts its deliveries twice; a run is complete when every batch is
+    claimed and every delivery is terminal. Paused batches are re-enqueued from here on resume.
+    """
+
+    run = models.ForeignKey(CampaignRun, on_delete=models.CASCADE, related_name="batches")
+    recipient_ids = models.JSONField(default=list)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "id"]
+        indexes = [models.Index(fields=["run", "claimed_at"], name="runbatch_run_claimed")]
+
+    def __str__(self) -> str:
+        return f"batch {self.pk} of {self.run_id} ({len(self.recipient_ids)} recipients)"
+
+
+class ChannelRateBucket(models.Model):
+    """A per-channel token bucket kept in the database when no Redis is configured."""
+
+    channel = models.CharField(max_length=16, unique=True)
+    tokens = models.FloatField(default=0)
+    updated_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.channel}: {self.tokens:.1f} tokens"
