@@ -16,8 +16,8 @@ Caching (why it is safe for batches and for several processes):
   :class:`~campaigns.templating.SandboxedTemplate` per (path, chosen language). Paths with no part
   are cached too, so file templates of code-defined message types cost no query either.
 * In the process where an operator saves or deletes a part or a message type, a
-  ``post_save``/``post_delete`` handler bumps a module-level generation number; the loader clears its
-  cache on the next lookup.
+  ``post_save``/``post_delete`` handler bumps a module-level generation number; the loader clears
+  its cache on the next lookup.
 * Other processes (Celery workers, other web workers) re-check a cheap version stamp of the two
   tables -- (number of parts, latest ``updated_at`` of parts, latest ``updated_at`` of message
   types) -- at most every ``CAMPAIGNS_TEMPLATE_CACHE_TTL`` seconds (default 5) and clear their cache
