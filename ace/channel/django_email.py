@@ -1,0 +1,253 @@
+"""
+:mod:`ace.channel.django_email` delivers email through Django's email backends
+(``EMAIL_BACKEND``: SMTP, locmem, file...), as multipart text + HTML.
+
+Beyond the reference (which turned every SMTP error into a fatal one):
+
+* transient failures -- 4xx replies, dropped connections, timeouts, refused connections --
+  raise :class:`~ace.errors.RecoverableChannelDeliveryError` with a retry time
+  (``ACE_CHANNEL_DJANGO_EMAIL_RETRY_DELAY`` seconds from now, 60 by default);
+  permanent ones -- 5xx replies, a refused recipient -- raise
+  :class:`~ace.errors.FatalChannelDeliveryError` carrying the server's reply;
+* :meth:`DjangoEmailChannel.open_session` keeps one backend connection (one SMTP connection)
+  open for a whole batch, reconnecting after a drop;
+* the rendered ``from_name`` becomes the sender's display name, ``options['reply_to']`` and
+  ``options['headers']`` are honoured, and a header containing a newline is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import ssl
+from collections.abc import Sequence
+from datetime import timedelta
+from email.headerregistry import Address
+from email.utils import parseaddr
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives, get_connection
+
+from ace.channel import Channel, ChannelSession
+from ace.channel.mixins import EmailChannelMixin
+from ace.errors import (
+    ChannelError,
+    FatalChannelDeliveryError,
+    RecoverableChannelDeliveryError,
+)
+from ace.utils.date import get_current_time
+
+if TYPE_CHECKING:
+    from ace.message import Message
+    from ace.renderers import RenderedEmail
+
+LOG = logging.getLogger(__name__)
+
+#: Default for the ``ACE_CHANNEL_DJANGO_EMAIL_RETRY_DELAY`` setting (seconds).
+DEFAULT_RETRY_DELAY = 60
+NOT_SENT = "The email backend reported that the message was not sent"
+
+
+def _reply_text(reply: Any) -> str:
+    if isinstance(reply, bytes):
+        return reply.decode("utf-8", errors="replace")
+    return str(reply)
+
+
+def _retry_at() -> Any:
+    delay = getattr(settings, "ACE_CHANNEL_DJANGO_EMAIL_RETRY_DELAY", DEFAULT_RETRY_DELAY)
+    return get_current_time() + timedelta(seconds=delay)
+
+
+def _by_code(code: int, text: str) -> ChannelError:
+    if 400 <= code < 500 or code < 0:  # smtplib uses -1 when there was no reply at all
+        return RecoverableChannelDeliveryError(text, _retry_at())
+    return FatalChannelDeliveryError(text)
+
+
+def smtp_error_to_channel_error(exc: BaseException) -> ChannelError | None:
+    """
+    Translate an error raised while sending email into an ACE channel error.
+
+    Returns:
+        A recoverable error for 4xx replies, disconnections, timeouts and network errors; a
+        fatal one for 5xx replies, refused recipients, invalid messages and other SMTP
+        errors; ``None`` for anything else (a bug, to be raised as it is).
+    """
+    if isinstance(exc, ChannelError):
+        return exc
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        refusals = list(exc.recipients.items())
+        if refusals:
+            recipient, (code, reply) = refusals[0]
+            text = f"Recipient {recipient} refused: {code} {_reply_text(reply)}"
+            return _by_code(code, text)
+        return FatalChannelDeliveryError("All recipients were refused")
+    if isinstance(exc, smtplib.SMTPResponseException):
+        text = f"SMTP server replied {exc.smtp_code} {_reply_text(exc.smtp_error)}"
+        return _by_code(exc.smtp_code, text)
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return RecoverableChannelDeliveryError(f"SMTP server disconnected: {exc}", _retry_at())
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return FatalChannelDeliveryError(f"SMTP server certificate refused: {exc}")
+    if isinstance(exc, TimeoutError):
+        return RecoverableChannelDeliveryError(f"SMTP timeout: {exc or 'timed out'}", _retry_at())
+    if isinstance(exc, OSError):
+        return RecoverableChannelDeliveryError(f"SMTP connection error: {exc!r}", _retry_at())
+    if isinstance(exc, smtplib.SMTPException):
+        return FatalChannelDeliveryError(f"SMTP error: {exc}")
+    if isinstance(exc, ValueError):  # BadHeaderError, encoding errors: the message is invalid
+        return FatalChannelDeliveryError(f"Invalid email: {exc}")
+    return None
+
+
+def breaks_connection(exc: BaseException) -> bool:
+    """True if, after ``exc``, the SMTP connection cannot be used for the next message."""
+    if isinstance(exc, smtplib.SMTPConnectError | smtplib.SMTPHeloError):
+        return True
+    if isinstance(exc, smtplib.SMTPResponseException) and exc.smtp_code in (421, -1):
+        return True
+    return isinstance(exc, smtplib.SMTPServerDisconnected | OSError)
+
+
+class DjangoEmailChannel(EmailChannelMixin, Channel):
+    """
+    An email channel using Django's ``EMAIL_BACKEND``; with the locmem backend, what would
+    be sent can be inspected in ``django.core.mail.outbox``.
+
+    Example settings::
+
+        EMAIL_BACKEND = 'django.core.mail.backends.smtp.EmailBackend'
+        EMAIL_HOST = 'localhost'
+        DEFAULT_FROM_EMAIL = 'hello@example.org'
+
+        ACE_CHANNEL_DEFAULT_EMAIL = 'sailthru_email'
+        ACE_CHANNEL_TRANSACTIONAL_EMAIL = 'django_email'
+
+        ACE_ENABLED_CHANNELS = [
+            'sailthru_email',
+            'django_email',
+        ]
+    """
+
+    @classmethod
+    def enabled(cls) -> bool:
+        """Always true: Django's email settings always select some backend."""
+        return True
+
+    def build_email(
+        self, message: Message, rendered_message: RenderedEmail
+    ) -> EmailMultiAlternatives:
+        """
+        Build the multipart email for one message (no network).
+
+        Raises:
+            RecipientAddressMissingError: If the recipient has no email address.
+            FatalChannelDeliveryError: If there is no from-address or a header has a newline.
+        """
+        to_address = self.get_recipient_address(message)
+        from_address = self.get_from_address(message)
+        from_name = self.get_from_name(rendered_message)
+        if from_name:
+            _name, addr_spec = parseaddr(from_address)
+            try:
+                from_address = str(Address(display_name=from_name, addr_spec=addr_spec))
+            except (ValueError, IndexError) as error:
+                raise FatalChannelDeliveryError(f"Invalid from address {addr_spec!r}") from error
+        headers = self.get_headers(message)
+        if message.language and not any(k.lower() == "content-language" for k in headers):
+            headers["Content-Language"] = str(message.language)
+        email = EmailMultiAlternatives(
+            subject=self.get_subject(rendered_message),
+            body=rendered_message.body,
+            from_email=from_address,
+            to=[to_address],
+            reply_to=self.get_reply_to(message),
+            headers=headers,
+        )
+        email.attach_alternative(
+            self.make_simple_html_template(rendered_message.head_html, rendered_message.body_html),
+            "text/html",
+        )
+        return email
+
+    def deliver(self, message: Message, rendered_message: RenderedEmail) -> None:
+        """Send one message over a connection of its own (as the reference does)."""
+        email = self.build_email(message, rendered_message)
+        connection = get_connection(fail_silently=False)
+        try:
+            sent = connection.send_messages([email])
+        except Exception as exc:
+            error = smtp_error_to_channel_error(exc)
+            if error is None:
+                raise
+            LOG.warning("Email delivery of %s failed: %s", message.log_id, error)
+            raise error from exc
+        if not sent:
+            raise FatalChannelDeliveryError(NOT_SENT)
+
+    def open_session(self) -> DjangoEmailSession:
+        """A session keeping one backend connection open for many messages."""
+        return DjangoEmailSession(self)
+
+
+class DjangoEmailSession(ChannelSession):
+    """
+    Sends many emails over one open backend connection; the only place where the batch path
+    hits the network for this channel.
+    """
+
+    channel: DjangoEmailChannel
+
+    def __init__(self, channel: DjangoEmailChannel) -> None:
+        super().__init__(channel)
+        self._connection: Any = None
+
+    def deliver_many(self, items: Sequence[tuple[Message, Any]]) -> list[Exception | None]:
+        results: list[Exception | None] = []
+        for message, rendered in items:
+            try:
+                email = self.channel.build_email(message, rendered)
+            except ChannelError as error:
+                results.append(error)
+                continue
+            results.append(self.send_email(email))
+        return results
+
+    def send_email(self, email: EmailMultiAlternatives) -> ChannelError | None:
+        """Send one built email on the open connection (opening it if needed)."""
+        try:
+            connection = self._open()
+            sent = connection.send_messages([email])
+        except Exception as exc:
+            error = smtp_error_to_channel_error(exc)
+            if error is None:
+                raise
+            if breaks_connection(exc):
+                self._discard()
+            if error is not exc:
+                error.__cause__ = exc
+            return error
+        if not sent:
+            return FatalChannelDeliveryError(NOT_SENT)
+        return None
+
+    def _open(self) -> Any:
+        if self._connection is None:
+            connection = get_connection(fail_silently=False)
+            connection.open()
+            self._connection = connection
+        return self._connection
+
+    def _discard(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.close()
+            except (smtplib.SMTPException, OSError) as exc:
+                LOG.debug("Ignoring error while closing a broken connection: %r", exc)
+
+    def close(self) -> None:
+        """Close the connection (QUIT)."""
+        self._discard()

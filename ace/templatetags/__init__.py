@@ -1,0 +1,1 @@
+"""Template tag libraries shipped with ACE (``{% load acetags %}``)."""
