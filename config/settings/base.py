@@ -107,6 +107,9 @@ INSTALLED_APPS = [
     "import_export",
     "ace",
     "campaigns",
+    # Devices per user for the push channel (Web Push, FCM, APNs), and their admin/endpoint.
+    "push_notifications",
+    "campaigns.push",
 ]
 
 MIDDLEWARE = [
@@ -242,6 +245,26 @@ ACE_CHANNEL_SAILTHRU_DEBUG = env.bool("ACE_CHANNEL_SAILTHRU_DEBUG", default=Fals
 ACE_CHANNEL_SAILTHRU_TEMPLATE_NAME = env.str("ACE_CHANNEL_SAILTHRU_TEMPLATE_NAME", default="")
 ACE_CHANNEL_SAILTHRU_API_KEY = env.str("ACE_CHANNEL_SAILTHRU_API_KEY", default="")
 ACE_CHANNEL_SAILTHRU_API_SECRET = env.str("ACE_CHANNEL_SAILTHRU_API_SECRET", default="")
+
+# Push (django-push-notifications devices; the push_notification ACE channel)
+# ------------------------------------------------------------------------------
+# https://github.com/jazzband/django-push-notifications#settings-list
+# VAPID (RFC 8292) identifies this server to Web Push services. Secrets come from the environment
+# only: VAPID_PRIVATE_KEY (base64url raw 32-byte P-256 key, base64url DER, PEM text or a PEM file
+# path; `manage.py push_vapid_keys` makes one) and VAPID_SUBJECT ("mailto:ops@example.org" or an
+# https URL). Without them the push channel reports itself disabled, with a log line saying why.
+_VAPID_SUBJECT = env.str("VAPID_SUBJECT", default="")
+PUSH_NOTIFICATIONS_SETTINGS = {
+    "WP_PRIVATE_KEY": env.str("VAPID_PRIVATE_KEY", default="") or None,
+    "WP_CLAIMS": {"sub": _VAPID_SUBJECT} if _VAPID_SUBJECT else None,
+    "WP_ERROR_TIMEOUT": env.float("ACE_CHANNEL_PUSH_TIMEOUT", default=10.0),
+}
+# Seconds a push service keeps an undelivered notification (capped by the message expiration).
+ACE_CHANNEL_PUSH_TTL = env.int("ACE_CHANNEL_PUSH_TTL", default=24 * 3600)
+# Retry delay when a push service answers 429/5xx without Retry-After, or cannot be reached.
+ACE_CHANNEL_PUSH_RETRY_DELAY = env.int("ACE_CHANNEL_PUSH_RETRY_DELAY", default=60)
+# Accept http:// subscription endpoints on loopback hosts (tests, local push services only).
+PUSH_ALLOW_HTTP_LOOPBACK_ENDPOINTS = env.bool("PUSH_ALLOW_HTTP_LOOPBACK_ENDPOINTS", default=False)
 
 # Logging
 # ------------------------------------------------------------------------------

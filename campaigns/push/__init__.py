@@ -1,0 +1,1 @@
+"""Push devices for campaigns: Web Push subscription endpoint, device admin, VAPID key command."""
