@@ -24,7 +24,7 @@ from django.core.signals import setting_changed
 
 from ace.errors import ChannelError, FatalChannelDeliveryError, UnsupportedChannelError
 from ace.utils.once import once
-from ace.utils.plugins import get_plugins
+from ace.utils.plugins import disabled_reason, get_plugins, load_plugin_class
 
 if TYPE_CHECKING:
     from ace.message import Message
@@ -231,7 +231,8 @@ def channels() -> ChannelMap:
     loaded = {ext.name for ext in extensions}
     for name in names:
         if name not in loaded:
-            channel_map.disabled[name] = "its enabled() returned False"
+            plugin = load_plugin_class(CHANNEL_EXTENSION_NAMESPACE, name)
+            channel_map.disabled[name] = disabled_reason(plugin)
     return channel_map
 
 

@@ -41,13 +41,20 @@ def check_plugin(extension: Extension, namespace: str, names: Iterable[str] | No
     plugin_enabled = bool(check()) if callable(check) else True
     if not plugin_enabled:
         log.warning(
-            "ACE plugin %r (namespace %s) is left out: %s.enabled() returned False; "
-            "check its settings",
+            "ACE plugin %r (namespace %s) is left out: %s",
             extension.name,
             namespace,
-            getattr(extension.plugin, "__name__", extension.plugin),
+            disabled_reason(extension.plugin),
         )
     return plugin_enabled
+
+
+def disabled_reason(plugin: Any) -> str:
+    """Why a plugin reports itself disabled: its ``disabled_reason()`` if it has one."""
+    explain = getattr(plugin, "disabled_reason", None)
+    reason = explain() if callable(explain) else None
+    name = getattr(plugin, "__name__", repr(plugin))
+    return str(reason) if reason else f"{name}.enabled() returned False; check its settings"
 
 
 def _on_load_failure(names: Iterable[str] | None, manager: Any, entrypoint: Any, exc: Exception):
@@ -86,6 +93,13 @@ def available_names(namespace: str) -> list[str]:
     return sorted({ep.name for ep in entry_points(group=namespace)})
 
 
+def load_plugin_class(namespace: str, name: str) -> Any:
+    """The object an entry point names (not instantiated)."""
+    for entry_point in entry_points(group=namespace, name=name):
+        return entry_point.load()
+    raise LookupError(f"No entry point {name!r} in namespace {namespace!r}")
+
+
 def get_plugins(namespace: str, names: Iterable[str] | None = None) -> list[Extension]:
     """
     Get the enabled extensions of a namespace, in the order of ``names`` when given.
@@ -109,7 +123,12 @@ def get_plugins(namespace: str, names: Iterable[str] | None = None) -> list[Exte
                 f"Unknown ACE plugin name(s) {missing} for namespace {namespace!r}; "
                 f"installed: {sorted(installed)}"
             )
-    extensions = list(get_manager(namespace, names))
+    extensions = []
+    seen: set[str] = set()
+    for extension in get_manager(namespace, names):
+        if extension.name not in seen:  # a package installed twice lists its plugins twice
+            seen.add(extension.name)
+            extensions.append(extension)
     if names is not None:
         order = {name: index for index, name in enumerate(names)}
         extensions.sort(key=lambda ext: order[ext.name])
