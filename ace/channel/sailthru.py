@@ -1,0 +1,318 @@
+"""
+:mod:`ace.channel.sailthru` delivers ACE email through Sailthru's REST ``send`` API.
+
+ACE renders the whole message; Sailthru only gets one minimal template, named by
+``ACE_CHANNEL_SAILTHRU_TEMPLATE_NAME``, that pastes the rendered parts in from the template
+variables ``ace_template_from_name``, ``ace_template_subject``, ``ace_template_head_html`` and
+``ace_template_body_html`` (plus ``ace_template_body``, the plain-text part). The sample template
+code is in the API spec (section ``edx_ace.channel.sailthru``).
+
+Settings (same flat names as the reference library)::
+
+    ACE_CHANNEL_SAILTHRU_DEBUG = False           # True: log what would be sent, send nothing
+    ACE_CHANNEL_SAILTHRU_TEMPLATE_NAME = "..."   # the Sailthru template described above
+    ACE_CHANNEL_SAILTHRU_API_KEY = "..."
+    ACE_CHANNEL_SAILTHRU_API_SECRET = "..."
+    # Beyond the reference: where the API lives (tests point it at a loopback fake) and how long
+    # one HTTP request may take.
+    ACE_CHANNEL_SAILTHRU_API_URL = None          # None: https://api.sailthru.com
+    ACE_CHANNEL_SAILTHRU_TIMEOUT = 10            # seconds
+
+Delivery is "at most once" in the reference's sense: a success only means Sailthru accepted the
+request. Error codes 9 (internal error) and 43 (rate limit) and failures to reach the API
+(connection refused, timeout) raise :class:`~ace.errors.RecoverableChannelDeliveryError` with the
+time given by the ``X-Rate-Limit-Reset`` header (never in the past); every other refusal raises
+:class:`~ace.errors.FatalChannelDeliveryError`. Nothing here sleeps: the caller decides when to
+retry. Error codes: https://getstarted.sailthru.com/developers/api/errors/
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import logging
+from typing import TYPE_CHECKING, Any
+
+import requests
+from django.conf import settings
+from django.utils.translation import gettext
+
+from ace.channel import Channel, ChannelSession, ChannelType
+from ace.channel.mixins import EmailChannelMixin
+from ace.errors import FatalChannelDeliveryError, RecoverableChannelDeliveryError
+from ace.utils.date import get_current_time
+
+if TYPE_CHECKING:
+    from ace.message import Message
+
+try:
+    from sailthru.sailthru_client import SailthruClient
+    from sailthru.sailthru_error import SailthruClientError
+except ImportError:  # the channel reports itself disabled, with this as the reason
+    SailthruClient = None
+    SailthruClientError = None
+
+LOG = logging.getLogger(__name__)
+
+#: The settings that must all be non-empty for the channel to be enabled.
+REQUIRED_SETTINGS = (
+    "ACE_CHANNEL_SAILTHRU_TEMPLATE_NAME",
+    "ACE_CHANNEL_SAILTHRU_API_KEY",
+    "ACE_CHANNEL_SAILTHRU_API_SECRET",
+)
+
+#: The rendered parts passed to Sailthru, each as template variable ``ace_template_<part>``.
+RENDERED_PARTS = ("from_name", "subject", "head_html", "body_html", "body")
+
+DEFAULT_TIMEOUT_SECONDS = 10
+
+#: When Sailthru gives no usable reset time (missing, garbled, or already past), retry after this.
+DEFAULT_RETRY_DELAY = datetime.timedelta(seconds=30)
+
+# Module-level so tests and callers can match them.
+LIBRARY_MISSING_REASON = (
+    "the Sailthru client library is not installed (pip install sailthru-client)"
+)
+MISSING_SETTINGS_REASON = "required settings are empty: {names}"
+
+# HTTP statuses that, with a body that is not Sailthru's JSON, mean a proxy in front of the API
+# turned the request away before Sailthru saw it, so trying again later is safe.
+_RETRYABLE_NON_JSON_STATUSES = frozenset({429, 502, 503})
+
+
+class RecoverableErrorCodes(enum.IntEnum):
+    """Sailthru error codes for requests that can (and should) be retried after a wait."""
+
+    #: Something went wrong on Sailthru's side; the request was probably not saved.
+    INTERNAL_ERROR = 9
+    #: Too many requests this minute for this endpoint and HTTP method.
+    RATE_LIMIT = 43
+
+
+class ResponseHeaders(enum.Enum):
+    """Headers Sailthru adds to every REST API response."""
+
+    RATE_LIMIT_REMAINING = "X-Rate-Limit-Remaining"
+    #: Epoch seconds at which the per-minute request budget is refilled.
+    RATE_LIMIT_RESET = "X-Rate-Limit-Reset"
+
+
+class SailthruAPIError(Exception):
+    """Sailthru answered with an error; the cause attached to the channel error we raise."""
+
+    def __init__(self, code: int, message: str, status: int) -> None:
+        super().__init__(f"Sailthru error {code}: {message} (HTTP {status})")
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+class SailthruEmailChannel(EmailChannelMixin, Channel):
+    """An email channel that hands rendered messages to Sailthru's ``send`` API.
+
+    It only confirms that Sailthru accepted the request, not that the mail reached the
+    recipient. See the module docstring for the settings and the error mapping.
+    """
+
+    channel_type = ChannelType.EMAIL
+
+    @classmethod
+    def disabled_reason(cls) -> str | None:
+        """Why :meth:`enabled` is false, for the log line ``channels()`` writes; None if enabled."""
+        if SailthruClient is None:
+            return LIBRARY_MISSING_REASON
+        missing = [name for name in REQUIRED_SETTINGS if not getattr(settings, name, None)]
+        if missing:
+            return MISSING_SETTINGS_REASON.format(names=", ".join(missing))
+        return None
+
+    @classmethod
+    def enabled(cls) -> bool:
+        """True iff all required settings are non-empty and the Sailthru client is installed."""
+        return cls.disabled_reason() is None
+
+    @property
+    def action_links(self) -> list[tuple[str, str]]:
+        """(url, label) pairs the email templates render as links.
+
+        The URLs are Sailthru placeholders that the Sailthru template code from the spec
+        substitutes with the per-recipient values when it sends.
+        """
+        return [("{optout_confirm_url}", gettext("Unsubscribe from this list"))]
+
+    def get_action_links(self, omit_unsubscribe_link: bool = False, **kwargs: Any) -> list:
+        """:attr:`action_links` for the ``acetags`` tag; Sailthru's only link is unsubscribe."""
+        if omit_unsubscribe_link:
+            return [link for link in self.action_links if link[0] != "{optout_confirm_url}"]
+        return self.action_links
+
+    @property
+    def tracker_image_sources(self) -> list[str]:
+        """Image URLs the email templates embed to track opens (Sailthru's beacon)."""
+        return ["{beacon_src}"]
+
+    def deliver(self, message: Message, rendered_message: Any) -> None:
+        """Send one rendered message through Sailthru, or raise a channel error saying why not."""
+        self.send_with(self._make_client(), message, rendered_message)
+
+    def open_session(self) -> SailthruChannelSession:
+        """A batch session that stops calling Sailthru once it is rate-limited or unreachable."""
+        return SailthruChannelSession(self)
+
+    # -- internals, shared with batch sessions ----------------------------------------------
+    def template_vars(self, rendered_message: Any) -> dict[str, str]:
+        """The ``ace_template_*`` variables for Sailthru; parts that were not rendered are left
+        out so the Sailthru template can fall back on its own defaults."""
+        template_vars = {}
+        for part in RENDERED_PARTS:
+            value = getattr(rendered_message, part, None)
+            if value is not None:
+                template_vars[f"ace_template_{part}"] = str(value)
+        return template_vars
+
+    def _make_client(self) -> Any:
+        """A client built from the current settings (cheap: it holds no connection)."""
+        if SailthruClient is None:
+            raise FatalChannelDeliveryError(f"Sailthru is unavailable: {LIBRARY_MISSING_REASON}")
+        return SailthruClient(
+            settings.ACE_CHANNEL_SAILTHRU_API_KEY,
+            settings.ACE_CHANNEL_SAILTHRU_API_SECRET,
+            api_url=getattr(settings, "ACE_CHANNEL_SAILTHRU_API_URL", None) or None,
+            request_timeout=getattr(
+                settings, "ACE_CHANNEL_SAILTHRU_TIMEOUT", DEFAULT_TIMEOUT_SECONDS
+            ),
+        )
+
+    def send_with(self, client: Any, message: Message, rendered_message: Any) -> Any:
+        """Send through ``client``; return the Sailthru response (None in debug mode).
+
+        Raises:
+            RecipientAddressMissingError: The recipient has no email address (nothing is sent).
+            RecoverableChannelDeliveryError: Rate limit, Sailthru internal error, unreachable.
+            FatalChannelDeliveryError: Any other refusal, or the channel is not configured.
+        """
+        logger = message.get_message_specific_logger(LOG)
+        email = self.get_recipient_address(message)
+        template_name = settings.ACE_CHANNEL_SAILTHRU_TEMPLATE_NAME
+        template_vars = self.template_vars(rendered_message)
+
+        if getattr(settings, "ACE_CHANNEL_SAILTHRU_DEBUG", False):
+            logger.info(
+                "ACE_CHANNEL_SAILTHRU_DEBUG is on, so nothing was sent to Sailthru. "
+                "Would have sent template %r to %s with vars %r",
+                template_name,
+                email,
+                template_vars,
+            )
+            return None
+
+        reason = self.disabled_reason()
+        if reason is not None:
+            raise FatalChannelDeliveryError(f"Sailthru channel is not configured: {reason}")
+
+        try:
+            response = client.send(template=template_name, email=email, _vars=template_vars)
+        except SailthruClientError as exc:
+            self._raise_transport_error(exc)
+        except ValueError as exc:
+            # The client library parses the X-Rate-Limit-* headers itself and lets a garbled one
+            # escape as ValueError, losing the reply. Sailthru may have accepted the send, so
+            # retrying could send twice: fatal, like any reply we cannot read.
+            raise FatalChannelDeliveryError(f"Unreadable reply from Sailthru: {exc}") from exc
+
+        if response.is_ok():
+            body = response.get_body() or {}
+            logger.info(
+                "Sailthru accepted the message: send_id=%s, %s=%s",
+                body.get("send_id"),
+                ResponseHeaders.RATE_LIMIT_REMAINING.value,
+                _header(response, ResponseHeaders.RATE_LIMIT_REMAINING),
+            )
+            return response
+        self._raise_response_error(response, logger)
+
+    def _raise_transport_error(self, exc: Exception) -> None:
+        """Map a failure to talk to the API. The client library wraps the ``requests`` exception
+        in SailthruClientError without ``from``, so the original is only in ``__context__``."""
+        cause = exc.__context__
+        if isinstance(cause, requests.ConnectionError | requests.Timeout):
+            raise RecoverableChannelDeliveryError(
+                f"Could not reach Sailthru: {exc}", next_attempt_time(None)
+            ) from exc
+        raise FatalChannelDeliveryError(f"Sailthru request failed: {exc}") from exc
+
+    def _raise_response_error(self, response: Any, logger: Any) -> None:
+        """Map Sailthru's error reply to a recoverable or fatal channel error."""
+        error = response.get_error()
+        status = response.get_status_code()
+        api_error = SailthruAPIError(int(error.get_error_code()), error.get_message(), status)
+        sailthru_json = response.get_body() is not None
+        recoverable = (
+            api_error.code in set(RecoverableErrorCodes)
+            if sailthru_json
+            else status in _RETRYABLE_NON_JSON_STATUSES
+        )
+        if recoverable:
+            when = next_attempt_time(response)
+            logger.info("Sailthru asked us to retry at %s: %s", when.isoformat(), api_error)
+            raise RecoverableChannelDeliveryError(str(api_error), when) from api_error
+        logger.warning("Sailthru refused the message: %s", api_error)
+        raise FatalChannelDeliveryError(str(api_error)) from api_error
+
+
+class SailthruChannelSession(ChannelSession):
+    """Delivers a batch through Sailthru, one request per message (the client library opens a
+    new HTTP connection per request; it offers no way to reuse one).
+
+    Once Sailthru says the rate limit is reached, or cannot be reached at all, the rest of the
+    batch is not sent: each remaining item gets the same recoverable error and retry time
+    without a request, instead of burning requests on certain refusals or waiting one timeout
+    per message.
+    """
+
+    channel: SailthruEmailChannel
+
+    def __init__(self, channel: SailthruEmailChannel) -> None:
+        super().__init__(channel)
+        self.paused_until: datetime.datetime | None = None
+        self._pause_reason = ""
+
+    def deliver_one(self, message: Message, rendered: Any) -> Exception | None:
+        if self.paused_until is not None:
+            if get_current_time() < self.paused_until:
+                return RecoverableChannelDeliveryError(
+                    f"Not sent: {self._pause_reason} earlier in this batch", self.paused_until
+                )
+            self.paused_until = None
+        error = super().deliver_one(message, rendered)
+        if isinstance(error, RecoverableChannelDeliveryError) and _pauses_batch(error):
+            self.paused_until = error.next_attempt_time
+            self._pause_reason = error.message
+        return error
+
+
+def _pauses_batch(error: RecoverableChannelDeliveryError) -> bool:
+    """Rate limits and an unreachable API affect every following request, not just this one."""
+    cause = error.__cause__
+    if isinstance(cause, SailthruAPIError):
+        return cause.code == RecoverableErrorCodes.RATE_LIMIT or cause.status == 429
+    return SailthruClientError is not None and isinstance(cause, SailthruClientError)
+
+
+def _header(response: Any, header: ResponseHeaders) -> str | None:
+    return response.get_response().headers.get(header.value)
+
+
+def next_attempt_time(response: Any | None) -> datetime.datetime:
+    """When to try again: Sailthru's ``X-Rate-Limit-Reset`` (epoch seconds) if it is usable and
+    in the future, else now + :data:`DEFAULT_RETRY_DELAY`. Never in the past."""
+    now = get_current_time()
+    fallback = now + DEFAULT_RETRY_DELAY
+    if response is None:
+        return fallback
+    raw = _header(response, ResponseHeaders.RATE_LIMIT_RESET)
+    try:
+        reset = datetime.datetime.fromtimestamp(int(str(raw).strip()), tz=datetime.UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return fallback
+    return reset if reset > now else fallback
