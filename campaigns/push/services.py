@@ -1,0 +1,173 @@
+"""Web Push subscription services: validate, register and remove a browser's subscription."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+from cryptography.hazmat.primitives.asymmetric import ec
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from push_notifications.models import BROWSER_TYPES, WebPushDevice
+
+BROWSERS = {code.lower(): code for code, _ in BROWSER_TYPES}
+LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
+MAX_ENDPOINT_LENGTH = 2048
+
+NOT_AN_OBJECT = "The body must be a JSON object: PushSubscription.toJSON() plus a browser name."
+ENDPOINT_REQUIRED = "endpoint is required (PushSubscription.endpoint)."
+ENDPOINT_TOO_LONG = f"endpoint is longer than {MAX_ENDPOINT_LENGTH} characters."
+ENDPOINT_NOT_HTTPS = "endpoint must be an https:// URL of a push service."
+ENDPOINT_PRIVATE_HOST = "endpoint must not point at a private, loopback or reserved address."
+ENDPOINT_CREDENTIALS = "endpoint must not contain a user name or password."
+KEYS_REQUIRED = "keys.p256dh and keys.auth are required (PushSubscription.toJSON().keys)."
+P256DH_INVALID = "keys.p256dh must be a base64url P-256 public key (65 bytes, uncompressed)."
+AUTH_INVALID = "keys.auth must be a base64url 16-byte authentication secret."
+BROWSER_INVALID = "browser must be one of: {choices}."
+NAME_TOO_LONG = "name is longer than 255 characters."
+
+
+@attrs.define(frozen=True)
+class WebPushSubscription:
+    """A validated browser push subscription (the parts a device row stores)."""
+
+    endpoint: str
+    p256dh: str
+    auth: str
+    browser: str
+    name: str = ""
+
+
+def _b64url_decode(value: str) -> bytes:
+    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+
+
+def _endpoint_errors(endpoint: Any) -> list[str]:
+    if not isinstance(endpoint, str) or not endpoint.strip():
+        return [ENDPOINT_REQUIRED]
+    if len(endpoint) > MAX_ENDPOINT_LENGTH:
+        return [ENDPOINT_TOO_LONG]
+    parts = urlsplit(endpoint)
+    host = (parts.hostname or "").lower()
+    if parts.username or parts.password:
+        return [ENDPOINT_CREDENTIALS]
+    if not host:
+        return [ENDPOINT_NOT_HTTPS]
+    loopback_allowed = getattr(settings, "PUSH_ALLOW_HTTP_LOOPBACK_ENDPOINTS", False)
+    if loopback_allowed and host in LOOPBACK_HOSTS and parts.scheme in ("http", "https"):
+        return []
+    if parts.scheme != "https":
+        return [ENDPOINT_NOT_HTTPS]
+    # The server will POST to this URL: refuse addresses inside the network (SSRF). Names are
+    # not resolved here; real push services are public hosts (fcm.googleapis.com, ...).
+    if host == "localhost" or host.endswith(".localhost"):
+        return [ENDPOINT_PRIVATE_HOST]
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return []
+    if not address.is_global:
+        return [ENDPOINT_PRIVATE_HOST]
+    return []
+
+
+def push_subscription_parse(*, data: Any) -> WebPushSubscription:
+    """Validate the JSON a browser sends (``PushSubscription.toJSON()`` + ``browser``).
+
+    Raises:
+        ValidationError: With a message per invalid field (``error_dict``).
+    """
+    if not isinstance(data, dict):
+        raise ValidationError(NOT_AN_OBJECT)
+    errors: dict[str, list[str]] = {}
+    endpoint = data.get("endpoint")
+    if endpoint_errors := _endpoint_errors(endpoint):
+        errors["endpoint"] = endpoint_errors
+
+    keys = data.get("keys")
+    p256dh = keys.get("p256dh") if isinstance(keys, dict) else None
+    auth = keys.get("auth") if isinstance(keys, dict) else None
+    if not isinstance(p256dh, str) or not isinstance(auth, str) or not p256dh or not auth:
+        errors["keys"] = [KEYS_REQUIRED]
+    else:
+        p256dh, auth = p256dh.strip().rstrip("="), auth.strip().rstrip("=")
+        try:
+            point = _b64url_decode(p256dh)
+            if len(point) != 65:
+                raise ValueError("wrong length")
+            ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+        except (ValueError, binascii.Error):
+            errors["keys.p256dh"] = [P256DH_INVALID]
+        try:
+            if len(_b64url_decode(auth)) != 16:
+                raise ValueError("wrong length")
+        except (ValueError, binascii.Error):
+            errors["keys.auth"] = [AUTH_INVALID]
+
+    browser = data.get("browser")
+    code = BROWSERS.get(browser.strip().lower()) if isinstance(browser, str) else None
+    if code is None:
+        errors["browser"] = [BROWSER_INVALID.format(choices=", ".join(sorted(BROWSERS)))]
+
+    name = data.get("name") or ""
+    if not isinstance(name, str) or len(name) > 255:
+        errors["name"] = [NAME_TOO_LONG]
+
+    if errors:
+        raise ValidationError(errors)
+    return WebPushSubscription(
+        endpoint=endpoint, p256dh=p256dh, auth=auth, browser=code, name=name.strip()
+    )
+
+
+@transaction.atomic
+def push_subscription_register(
+    *, user: Any, subscription: WebPushSubscription
+) -> tuple[WebPushDevice, bool]:
+    """Store ``subscription`` as an active Web Push device of ``user``.
+
+    A subscription belongs to one browser profile, so whoever registers it last owns it: rows of
+    other users holding the same endpoint are removed (their notifications must not go on to a
+    browser someone else now uses). Registering again refreshes the keys and reactivates it.
+
+    Returns:
+        The device, and whether it was created.
+    """
+    rows = list(
+        WebPushDevice.objects.select_for_update()
+        .filter(registration_id=subscription.endpoint)
+        .order_by("id")
+    )
+    mine = [row for row in rows if row.user_id == user.pk]
+    stale = [row.pk for row in rows if row.user_id != user.pk] + [row.pk for row in mine[1:]]
+    if stale:
+        WebPushDevice.objects.filter(pk__in=stale).delete()
+    fields = {
+        "p256dh": subscription.p256dh,
+        "auth": subscription.auth,
+        "browser": subscription.browser,
+        "active": True,
+    }
+    if subscription.name:
+        fields["name"] = subscription.name
+    if mine:
+        device = mine[0]
+        for key, value in fields.items():
+            setattr(device, key, value)
+        device.save(update_fields=list(fields))
+        return device, False
+    device = WebPushDevice.objects.create(
+        user=user, registration_id=subscription.endpoint, **fields
+    )
+    return device, True
+
+
+def push_subscription_remove(*, user: Any, endpoint: str) -> int:
+    """Remove ``user``'s devices with this endpoint (never another user's); the count removed."""
+    deleted, _ = WebPushDevice.objects.filter(user=user, registration_id=endpoint).delete()
+    return deleted

@@ -1,0 +1,73 @@
+"""The device admin: django-push-notifications' device lists, filterable and searchable by user."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib import admin
+from fake_push_service import BrowserSubscription
+from push_fixtures import add_device
+from push_notifications.models import APNSDevice, GCMDevice, WebPushDevice, WNSDevice
+
+from campaigns.push.admin import PushWebPushDeviceAdmin
+from tests.campaigns.factories import SuperUserFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = "/admin/push_notifications/webpushdevice/"
+
+
+@pytest.fixture
+def admin_client_logged_in(client):
+    client.force_login(SuperUserFactory())
+    return client
+
+
+@pytest.fixture
+def devices():
+    ada, bob = UserFactory(username="ada"), UserFactory(username="bob")
+    made = {
+        "ada-phone": add_device(ada, BrowserSubscription("https://push.example.org/p/ada1")),
+        "ada-laptop": add_device(ada, BrowserSubscription("https://push.example.org/p/ada2")),
+        "bob-laptop": add_device(bob, BrowserSubscription("https://fcm.example.com/p/bob1")),
+    }
+    return ada, bob, made
+
+
+def test_every_device_model_has_a_user_filter():
+    for model in (WebPushDevice, GCMDevice, APNSDevice, WNSDevice):
+        model_admin = admin.site._registry[model]
+        assert any(
+            (f[0] if isinstance(f, tuple) else f) == "user" for f in model_admin.list_filter
+        ), model
+        assert "user__email" in model_admin.search_fields
+    assert isinstance(admin.site._registry[WebPushDevice], PushWebPushDeviceAdmin)
+
+
+def test_changelist_lists_devices_with_their_user(admin_client_logged_in, devices):
+    response = admin_client_logged_in.get(CHANGELIST)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "By user" in html
+    assert "push.example.org" in html and "fcm.example.com" in html  # the push service column
+    assert response.context["cl"].result_count == 3
+
+
+def test_filter_by_user_shows_only_their_devices(admin_client_logged_in, devices):
+    ada, _bob, made = devices
+    response = admin_client_logged_in.get(CHANGELIST, {"user__id__exact": ada.pk})
+    assert response.status_code == 200
+    shown = {device.pk for device in response.context["cl"].result_list}
+    assert shown == {made["ada-phone"].pk, made["ada-laptop"].pk}
+
+    response = admin_client_logged_in.get(CHANGELIST, {"q": "bob@example.org"})
+    assert [d.pk for d in response.context["cl"].result_list] == [made["bob-laptop"].pk]
+
+
+def test_user_filter_lists_only_users_with_devices(admin_client_logged_in, devices):
+    UserFactory(username="carol")  # no device
+    response = admin_client_logged_in.get(CHANGELIST)
+    user_filter = next(
+        spec for spec in response.context["cl"].filter_specs if spec.field_path == "user"
+    )
+    names = {label for _, label in user_filter.lookup_choices}
+    assert names == {"ada", "bob"}
