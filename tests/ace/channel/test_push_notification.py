@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import logging
 import runpy
+import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -23,6 +24,8 @@ from push_fixtures import *  # noqa: F403  (the fixtures)
 from push_fixtures import VAPID_SUBJECT, add_device
 from push_notifications.models import WebPushDevice
 
+from ace import ace
+from ace.batch import BatchSender
 from ace.channel import ChannelType, channels, get_channel_for_message
 from ace.channel.push_notification import (
     ALL_GONE,
@@ -41,6 +44,7 @@ from ace.errors import (
     RecoverableChannelDeliveryError,
 )
 from ace.message import Message
+from ace.outcome import OutcomeStatus
 from ace.presentation import render
 from ace.recipient import Recipient
 from ace.renderers import RenderedPushNotification
@@ -163,10 +167,9 @@ def test_vapid_public_key_matches_the_private_key(push_settings, vapid_keys):
 # ------------------------------------------------------------------------------
 
 
-def test_message_is_encrypted_for_the_subscription_and_signed_with_vapid(
-    channel, user, push_service, vapid_keys, tmp_path, settings
-):
-    """Templates at the ACE path -> render -> channel -> loopback push service -> decrypt."""
+@pytest.fixture
+def push_templates(tmp_path, settings) -> Path:
+    """title.txt and body.txt of pushtest/hello at the ACE template path."""
     folder = tmp_path / "pushtest" / "edx_ace" / "hello" / "push"
     folder.mkdir(parents=True)
     (folder / "title.txt").write_text("Hello {{ first_name }}\n")
@@ -178,6 +181,14 @@ def test_message_is_encrypted_for_the_subscription_and_signed_with_vapid(
             "APP_DIRS": False,
         }
     ]
+    settings.ACE_ENABLED_POLICIES = []
+    return folder
+
+
+def test_message_is_encrypted_for_the_subscription_and_signed_with_vapid(
+    channel, user, push_service, vapid_keys, push_templates
+):
+    """Templates at the ACE path -> render -> channel -> loopback push service -> decrypt."""
     subscription = push_service.subscribe()
     add_device(user, subscription)
     message = make_message(user.pk, context={"first_name": "Ada", "course": "Analytical Engines"})
@@ -420,6 +431,52 @@ def test_misconfigured_session_fails_every_item_clearly(channel, user, push_serv
     assert all(isinstance(e, FatalChannelDeliveryError) for e in errors)
     assert "VAPID_PRIVATE_KEY is not set" in str(errors[0])
     assert push_service.requests == []
+
+
+# Through ace.send and the batch path
+# ------------------------------------------------------------------------------
+
+
+def test_ace_send_reports_sent_and_no_address(push_settings, push_templates, push_service, user):
+    sub = push_service.subscribe()
+    add_device(user, sub)
+    context = {"first_name": "Ada", "course": "Looms"}
+    [outcome] = ace.send(make_message(user.pk, context=context))
+    assert (outcome.status, outcome.channel_type) == (OutcomeStatus.SENT, ChannelType.PUSH)
+    assert outcome.channel_name == "push_notification"
+    assert sub.decrypt_json(push_service.requests[0].body)["title"] == "Hello Ada"
+
+    nobody = user.__class__.objects.create_user("nobody")
+    [outcome] = ace.send(make_message(nobody.pk, context=context))
+    assert outcome.status is OutcomeStatus.NO_ADDRESS
+    assert outcome.reason == NO_DEVICE.format(user_id=nobody.pk)
+    assert outcome.exception_type == "RecipientAddressMissingError"
+
+
+def test_batch_sender_returns_sent_no_address_and_retry_without_sleeping(
+    push_settings, push_templates, push_service, django_user_model
+):
+    users = [django_user_model.objects.create_user(f"b{i}") for i in range(3)]
+    ok, busy = push_service.subscribe(), push_service.subscribe()
+    add_device(users[0], ok)
+    add_device(users[2], busy)
+    push_service.script(busy, Reply(429, {"Retry-After": "45"}))
+    context = {"first_name": "Ada", "course": "Looms"}
+    messages = [make_message(u.pk, context=context) for u in users]
+
+    started = time.monotonic()
+    with BatchSender(limit_to_channels=[ChannelType.PUSH]) as sender:
+        outcomes = sender.send(messages)
+    assert time.monotonic() - started < 5, "a retry is returned, not slept on"
+
+    assert [o.status for o in outcomes] == [
+        OutcomeStatus.SENT,
+        OutcomeStatus.NO_ADDRESS,
+        OutcomeStatus.RETRY,
+    ]
+    delay = (outcomes[2].next_attempt_time - datetime.now(UTC)).total_seconds()
+    assert 40 < delay <= 45
+    assert "HTTP 429" in outcomes[2].reason
 
 
 # The session (batch path)
