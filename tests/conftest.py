@@ -17,6 +17,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# ACE fixtures: smtp_server / smtp_backend (a recording SMTP server on loopback), @once reset.
+pytest_plugins = ["ace.test_utils.pytest_plugin"]
+
 #: Under REQUIRE_SERVICES=1 (set by .ci/run) a test whose service is missing fails instead of
 #: skipping, so CI cannot go green by skipping the integration tests.
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES", "") == "1"

@@ -49,7 +49,9 @@ def patch_channels(test_case: Any, channels: dict[str, Channel] | ChannelMap) ->
     Returns:
         The active :class:`~ace.channel.ChannelMap`.
     """
-    channel_map = channels if isinstance(channels, ChannelMap) else ChannelMap(list(channels.items()))
+    channel_map = (
+        channels if isinstance(channels, ChannelMap) else ChannelMap(list(channels.items()))
+    )
     # Every module that imported the function by name is patched too.
     for target in ("ace.channel.channels", "ace.ace.channels", "ace.batch.channels"):
         patcher = patch(target, return_value=channel_map)
