@@ -1,62 +1,30 @@
-"""Shared fixtures: service availability, the Redis URL and a one-machine site environment.
+"""Shared fixtures: service availability, the Redis URL and a migrated one-machine VAR_DIR.
 
 Keep this file small; fixtures used by one area belong in that area's own conftest.py.
+Plain helpers live in ``project_helpers`` (conftest modules cannot be imported reliably).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
+from project_helpers import ROOT, site_env
+from project_helpers import require_service as _require_service
 
 # ACE fixtures: smtp_server / smtp_backend (a recording SMTP server on loopback), @once reset.
 pytest_plugins = ["ace.test_utils.pytest_plugin"]
 
-#: Under REQUIRE_SERVICES=1 (set by .ci/run) a test whose service is missing fails instead of
-#: skipping, so CI cannot go green by skipping the integration tests.
-REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES", "") == "1"
 
-#: Variables of the outer environment that would point a child process away from the
-#: embedded defaults (CI exports the PostgreSQL and Redis URLs for the test suite).
-SITE_ENV_VARS_TO_DROP = (
-    "DATABASE_URL",
-    "CELERY_BROKER_URL",
-    "CACHE_URL",
-    "EMAIL_URL",
-    "EMAIL_BACKEND",
-    "EMAIL_FILE_PATH",
-    "STATIC_ROOT",
-    "DJANGO_SETTINGS_MODULE",
-    "DJANGO_DEBUG",
-    "DJANGO_SECRET_KEY",
-    "SECRET_KEY",
-    "DJANGO_SUPERUSER_USERNAME",
-    "DJANGO_SUPERUSER_PASSWORD",
-    "DJANGO_SUPERUSER_EMAIL",
-    "CELERY_TASK_ALWAYS_EAGER",
-)
-
-
-def require_service(name: str, check: Callable[[], object]) -> None:
-    """Skip the calling test when ``check()`` raises, or fail it when REQUIRE_SERVICES=1.
-
-    ``check`` should be quick (use short connect timeouts); any exception means "missing".
-    """
-    try:
-        check()
-    except Exception as exc:
-        message = f"{name} is not available: {exc}"
-        if REQUIRE_SERVICES:
-            pytest.fail(f"{message} (REQUIRE_SERVICES=1 makes this a failure)", pytrace=False)
-        pytest.skip(message)
+@pytest.fixture(name="require_service", scope="session")
+def require_service_fixture() -> Callable[[str, Callable[[], object]], None]:
+    """``require_service(name, check)``: skip if ``check()`` raises; fail if REQUIRE_SERVICES=1."""
+    return _require_service
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +45,7 @@ def redis_service(redis_url: str) -> str:
         finally:
             client.close()
 
-    require_service(f"Redis at {redis_url}", ping)
+    _require_service(f"Redis at {redis_url}", ping)
     return redis_url
 
 
@@ -90,31 +58,7 @@ def postgres_service(settings) -> None:
         if not engine.endswith("postgresql"):
             raise RuntimeError(f"DATABASE_URL selects {engine}, not PostgreSQL")
 
-    require_service("PostgreSQL", is_postgres)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def site_env(var_dir: Path, **overrides: str) -> dict[str, str]:
-    """An environment for a child process running the site on the embedded defaults in ``var_dir``.
-
-    SQLite, the filesystem broker and captured mail all live under ``var_dir``; whatever the
-    outer environment (CI's PostgreSQL and Redis URLs) says about them is dropped.
-    """
-    env = {k: v for k, v in os.environ.items() if k not in SITE_ENV_VARS_TO_DROP}
-    env.update(
-        VAR_DIR=str(var_dir),
-        DATABASE_URL=f"sqlite:///{var_dir / 'db.sqlite3'}",
-        DJANGO_SETTINGS_MODULE="config.settings.local",
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(overrides)
-    return env
+    _require_service("PostgreSQL", is_postgres)
 
 
 @pytest.fixture(scope="session")
