@@ -403,6 +403,11 @@ class PushNotificationChannel(Channel):
             return False
         return True
 
+    @classmethod
+    def disabled_reason(cls) -> str:
+        """Why :meth:`enabled` is false (read by ace's plugin loader for its log line)."""
+        return configuration_problem()
+
     def open_session(self) -> PushNotificationSession:
         return PushNotificationSession(self)
 

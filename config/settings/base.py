@@ -234,7 +234,11 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
 # ACE (same flat names as the reference library)
 # ------------------------------------------------------------------------------
-ACE_ENABLED_CHANNELS = env.list("ACE_ENABLED_CHANNELS", default=["django_email"])
+# push_notification is safe to list where Web Push is not set up: without VAPID keys its
+# enabled() is false and the log says why (see the Push section of the README).
+ACE_ENABLED_CHANNELS = env.list(
+    "ACE_ENABLED_CHANNELS", default=["django_email", "push_notification"]
+)
 ACE_ENABLED_POLICIES = env.list(
     "ACE_ENABLED_POLICIES", default=["campaigns_optout", "campaigns_toggles"]
 )

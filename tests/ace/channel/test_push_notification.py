@@ -126,9 +126,23 @@ def test_settings_read_vapid_from_the_environment(monkeypatch, vapid_keys):
 
     monkeypatch.delenv("VAPID_PRIVATE_KEY")
     monkeypatch.delenv("VAPID_SUBJECT")
+    monkeypatch.delenv("ACE_ENABLED_CHANNELS", raising=False)
     namespace = runpy.run_path(str(ROOT / "config" / "settings" / "base.py"))
     assert namespace["PUSH_NOTIFICATIONS_SETTINGS"]["WP_PRIVATE_KEY"] is None
     assert namespace["PUSH_NOTIFICATIONS_SETTINGS"]["WP_CLAIMS"] is None
+    assert "push_notification" in namespace["ACE_ENABLED_CHANNELS"]
+
+
+def test_default_channel_list_is_safe_without_vapid(settings, caplog):
+    """The default ACE_ENABLED_CHANNELS lists push; without keys only email is loaded."""
+    settings.PUSH_NOTIFICATIONS_SETTINGS = {"WP_PRIVATE_KEY": None, "WP_CLAIMS": None}
+    settings.ACE_ENABLED_CHANNELS = ["django_email", "push_notification"]
+    with caplog.at_level(logging.INFO):
+        channel_map = channels()
+    assert channel_map.has_channel_type(ChannelType.EMAIL)
+    assert not channel_map.has_channel_type(ChannelType.PUSH)
+    assert "VAPID_PRIVATE_KEY is not set" in channel_map.disabled["push_notification"]
+    assert "VAPID_PRIVATE_KEY is not set" in caplog.text
 
 
 def test_vapid_key_formats_give_the_same_public_key(tmp_path, vapid_keys):
