@@ -249,6 +249,9 @@ ACE_CHANNEL_SAILTHRU_DEBUG = env.bool("ACE_CHANNEL_SAILTHRU_DEBUG", default=Fals
 ACE_CHANNEL_SAILTHRU_TEMPLATE_NAME = env.str("ACE_CHANNEL_SAILTHRU_TEMPLATE_NAME", default="")
 ACE_CHANNEL_SAILTHRU_API_KEY = env.str("ACE_CHANNEL_SAILTHRU_API_KEY", default="")
 ACE_CHANNEL_SAILTHRU_API_SECRET = env.str("ACE_CHANNEL_SAILTHRU_API_SECRET", default="")
+# Beyond the reference: the API base URL (None: https://api.sailthru.com) and the HTTP timeout.
+ACE_CHANNEL_SAILTHRU_API_URL = env.str("ACE_CHANNEL_SAILTHRU_API_URL", default=None)
+ACE_CHANNEL_SAILTHRU_TIMEOUT = env.float("ACE_CHANNEL_SAILTHRU_TIMEOUT", default=10.0)
 
 # Push (django-push-notifications devices; the push_notification ACE channel)
 # ------------------------------------------------------------------------------
