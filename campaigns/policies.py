@@ -133,34 +133,34 @@ class ToggleSnapshot:
     def __init__(self, toggles: Iterable[PolicyToggle]) -> None:
         self._global: dict[str, PolicyToggle] = {}
         self._per_type: dict[tuple[str, int], PolicyToggle] = {}
-        self._type_ids: dict[tuple[str, str], int] | None = None
-        self._type_names: dict[int, str] = {}
+        self._type_ids: dict[tuple[str, str], int | None] = {}
+        self._typed_policies: set[str] = set()
         for toggle in toggles:
             if toggle.message_type_id is None:
                 self._global[toggle.policy] = toggle
             else:
                 self._per_type[(toggle.policy, toggle.message_type_id)] = toggle
-                self._type_names[toggle.message_type_id] = str(toggle.message_type)
+                self._typed_policies.add(toggle.policy)
         self._cleaned: dict[int, EffectiveToggle] = {}
 
     @classmethod
     def load(cls) -> ToggleSnapshot:
-        return cls(PolicyToggle.objects.select_related("message_type"))
+        return cls(PolicyToggle.objects.all())
 
     def message_type_id(self, message: Any) -> int | None:
         """The ``MessageTypeDefinition`` id of a message: from its options (set by the
-        dispatcher), else by ``app_label``/``name`` (one query per snapshot, then cached)."""
+        dispatcher), else by ``app_label``/``name`` (one query per distinct type, cached)."""
         type_id = (message.options or {}).get("campaign_message_type_id")
         if type_id is not None:
             return int(type_id)
-        if self._type_ids is None:
-            self._type_ids = {
-                (app_label, name): pk
-                for pk, app_label, name in MessageTypeDefinition.objects.values_list(
-                    "pk", "app_label", "name"
-                )
-            }
-        return self._type_ids.get((message.app_label, message.name))
+        key = (message.app_label, message.name)
+        if key not in self._type_ids:
+            self._type_ids[key] = (
+                MessageTypeDefinition.objects.filter(app_label=key[0], name=key[1])
+                .values_list("pk", flat=True)
+                .first()
+            )
+        return self._type_ids[key]
 
     def policy_names(self) -> set[str]:
         """Every policy that has at least one toggle."""
@@ -168,8 +168,10 @@ class ToggleSnapshot:
 
     def effective(self, policy_cls: type, name: str, message: Any) -> EffectiveToggle:
         """The toggle for the message's type, else the global one, else the default."""
-        type_id = self.message_type_id(message)
-        toggle = self._per_type.get((name, type_id)) if type_id is not None else None
+        toggle = None
+        if name in self._typed_policies:  # look the type up only when it matters
+            type_id = self.message_type_id(message)
+            toggle = self._per_type.get((name, type_id)) if type_id is not None else None
         toggle = toggle or self._global.get(name)
         if toggle is None:
             if isinstance(policy_cls, type) and issubclass(policy_cls, CampaignPolicy):

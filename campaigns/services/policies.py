@@ -10,6 +10,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from ace import policy as ace_policy
+from campaigns import policies as campaign_policies
 from campaigns.models import MessageTypeDefinition, PolicyToggle
 from campaigns.policies import (
     UNKNOWN_POLICY,
@@ -18,7 +19,6 @@ from campaigns.policies import (
     ToggleSnapshot,
     ace_enabled_policy_names,
     clean_parameters_with,
-    installed_policy_classes,
     set_batch_toggles,
 )
 
@@ -35,7 +35,7 @@ TOGGLES_DISABLED = (
 def policy_parameters_clean(*, policy: str, parameters: Any) -> dict:
     """Check that ``policy`` can be toggled here and validate its parameters with the form the
     policy declares; returns the parameters to store (defaults filled in)."""
-    classes = installed_policy_classes()
+    classes = campaign_policies.installed_policy_classes()
     cls = classes.get(policy)
     if cls is None:
         raise ValidationError(

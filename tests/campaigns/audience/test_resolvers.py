@@ -225,7 +225,9 @@ def test_recipient_list_resolves_entries_with_their_context():
     )
     second = f.RecipientListEntryFactory(recipient_list=rlist, email="free@example.org")
     f.RecipientListEntryFactory()  # another list
-    resolver = RecipientListResolver(RecipientListResolver.clean_parameters({"recipient_list": rlist.pk}))
+    resolver = RecipientListResolver(
+        RecipientListResolver.clean_parameters({"recipient_list": rlist.pk})
+    )
     assert resolver.count() == 2
     chunks = list(resolver.iter_id_chunks(chunk_size=1))
     assert chunks == [[first.pk], [second.pk]]
@@ -263,9 +265,7 @@ class StaffOnlyResolver(resolvers.UserResolver):
 
 
 def _plugins_with_staff():
-    builtins = [
-        Extension(name, None, cls, None) for name, cls in available_resolvers().items()
-    ]
+    builtins = [Extension(name, None, cls, None) for name, cls in available_resolvers().items()]
     extra = Extension("staff_only", None, StaffOnlyResolver, None)
     return ExtensionManager.make_test_instance([*builtins, extra], namespace=resolvers.NAMESPACE)
 

@@ -1,0 +1,403 @@
+"""Admin for audiences and policies: recipient lists (CSV/XLSX import and export), recipient
+sources, policy toggles and opt-outs. Imported by ``campaigns.admin``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from import_export.admin import ImportExportModelAdmin
+from import_export.formats.base_formats import CSV, XLSX
+from import_export.forms import ConfirmImportForm, ImportForm
+
+from campaigns import policies as campaign_policies
+from campaigns.models import (
+    OptOut,
+    PolicyToggle,
+    RecipientList,
+    RecipientListEntry,
+    RecipientSource,
+)
+from campaigns.resolvers import available_resolvers, resolver_choices
+from campaigns.resources import RecipientListEntryResource
+from campaigns.services.optouts import optout_create
+from campaigns.services.policies import policy_parameters_clean, policy_toggle_set
+from campaigns.services.recipients import (
+    recipient_source_clean,
+    recipient_source_preview,
+)
+
+PREVIEW_LIMIT = 20
+IMPORT_FAILED = "Nothing was imported: {count} row(s) had errors. Fix the file and upload it again."
+POLICY_FIELD_ERRORS = {"unknown_policy", "not_toggleable", "always_on", "toggles_disabled"}
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+# Recipient lists ----------------------------------------------------------------------------
+
+
+class RecipientListImportForm(ImportForm):
+    """The import form plus the list the rows go into."""
+
+    recipient_list = forms.ModelChoiceField(
+        queryset=RecipientList.objects.all(), help_text="The list the rows are added to."
+    )
+    field_order = ["recipient_list", "resource", "import_file", "format"]
+
+
+class RecipientListConfirmImportForm(ConfirmImportForm):
+    """The confirmation step carries the chosen list along."""
+
+    recipient_list = forms.ModelChoiceField(
+        queryset=RecipientList.objects.all(), widget=forms.HiddenInput()
+    )
+
+
+@admin.register(RecipientList)
+class RecipientListAdmin(admin.ModelAdmin):
+    """Imported lists; entries are imported and browsed on the entries page."""
+
+    list_display = ("name", "entry_count", "created_at", "entries_links")
+    search_fields = ("name", "description")
+    readonly_fields = ("created_at", "entries_links")
+    fields = ("name", "description", "created_at", "entries_links")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).annotate(_entry_count=Count("entries"))
+
+    @admin.display(description="Entries", ordering="_entry_count")
+    def entry_count(self, obj: RecipientList) -> int:
+        return getattr(obj, "_entry_count", None) or obj.entries.count()
+
+    @admin.display(description="Entries")
+    def entries_links(self, obj: RecipientList) -> str:
+        if not obj.pk:
+            return "Save the list first, then import its entries."
+        entries = reverse("admin:campaigns_recipientlistentry_changelist")
+        import_url = reverse("admin:campaigns_recipientlistentry_import")
+        export_url = reverse("admin:campaigns_recipientlistentry_export")
+        query = f"recipient_list__id__exact={obj.pk}"
+        return format_html(
+            '<a href="{}?{}">Browse</a> · <a href="{}?recipient_list={}">Import CSV/XLSX</a>'
+            ' · <a href="{}?{}">Export</a>',
+            entries,
+            query,
+            import_url,
+            obj.pk,
+            export_url,
+            query,
+        )
+
+
+@admin.register(RecipientListEntry)
+class RecipientListEntryAdmin(ImportExportModelAdmin):
+    """Entries of the lists, with import (into a chosen list) and export in CSV or XLSX.
+
+    An import is all or nothing: rows with errors (invalid or duplicate address, unknown
+    column, bad language or time zone) are listed in the preview and nothing is saved.
+    """
+
+    list_display = (
+        "email",
+        "first_name",
+        "last_name",
+        "language",
+        "time_zone",
+        "user",
+        "recipient_list",
+    )
+    list_filter = ("recipient_list",)
+    search_fields = ("email", "first_name", "last_name")
+    list_select_related = ("recipient_list", "user")
+    raw_id_fields = ("user",)
+    resource_classes = [RecipientListEntryResource]
+    formats = [CSV, XLSX]
+    import_form_class = RecipientListImportForm
+    confirm_form_class = RecipientListConfirmImportForm
+    # One admin log row per imported address would dwarf the list itself.
+    skip_admin_log = True
+
+    def get_import_form_initial(self, request: HttpRequest) -> dict:
+        initial = super().get_import_form_initial(request)
+        if request.GET.get("recipient_list"):
+            initial["recipient_list"] = request.GET["recipient_list"]
+        return initial
+
+    def get_confirm_form_initial(self, request: HttpRequest, import_form: Any) -> dict:
+        initial = super().get_confirm_form_initial(request, import_form)
+        if import_form is not None:
+            initial["recipient_list"] = import_form.cleaned_data["recipient_list"].pk
+        return initial
+
+    def get_import_resource_kwargs(self, request: HttpRequest, **kwargs: Any) -> dict:
+        form = kwargs.get("form")
+        resource_kwargs = super().get_import_resource_kwargs(request, **kwargs)
+        resource_kwargs.pop("form", None)
+        if form is not None and form.is_bound and form.is_valid():
+            resource_kwargs["recipient_list"] = form.cleaned_data.get("recipient_list")
+        return resource_kwargs
+
+    def get_import_data_kwargs(self, **kwargs: Any) -> dict:
+        data_kwargs = super().get_import_data_kwargs(**kwargs)
+        # The confirmed import re-checks every row; a row that became invalid meanwhile
+        # (e.g. the address was added by hand) rolls the whole import back.
+        data_kwargs["rollback_on_validation_errors"] = True
+        return data_kwargs
+
+    def process_result(self, result: Any, request: HttpRequest) -> HttpResponse:
+        if result.has_errors() or result.has_validation_errors():
+            messages.error(
+                request,
+                IMPORT_FAILED.format(count=len(result.invalid_rows) + len(result.row_errors())),
+            )
+            return HttpResponseRedirect(reverse("admin:campaigns_recipientlistentry_import"))
+        return super().process_result(result, request)
+
+
+# Recipient sources --------------------------------------------------------------------------
+
+
+def _resolvers_help() -> str:
+    rows = [
+        (name, cls.label or name, cls.parameters_help())
+        for name, cls in available_resolvers().items()
+    ]
+    return format_html(
+        "A JSON object, validated by the chosen resolver:<ul>{}</ul>",
+        format_html_join("", "<li><code>{}</code> ({}): {}</li>", rows),
+    )
+
+
+class RecipientSourceForm(forms.ModelForm):
+    """Resolver choices come from the installed plugins; parameters are validated by the
+    resolver's ``parameters_form`` and errors are shown on the parameters field."""
+
+    resolver = forms.ChoiceField(choices=resolver_choices)
+    parameters = forms.JSONField(
+        required=False, initial=dict, widget=forms.Textarea(attrs={"rows": 4, "cols": 80})
+    )
+
+    class Meta:
+        model = RecipientSource
+        fields = ("name", "resolver", "parameters")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["parameters"].help_text = _resolvers_help()
+
+    def clean(self) -> dict:
+        data = super().clean()
+        resolver = data.get("resolver")
+        if resolver and "parameters" not in self.errors:
+            try:
+                data["parameters"] = recipient_source_clean(
+                    resolver=resolver, parameters=data.get("parameters") or {}
+                )
+            except ValidationError as exc:
+                self.add_error("parameters", exc)
+        return data
+
+
+@admin.register(RecipientSource)
+class RecipientSourceAdmin(admin.ModelAdmin):
+    """Audiences; the change page shows how many recipients there are and the first ones."""
+
+    form = RecipientSourceForm
+    list_display = ("name", "resolver_label", "parameters_summary", "updated_at")
+    list_filter = ("resolver",)
+    search_fields = ("name",)
+    readonly_fields = ("audience",)
+
+    def get_fields(self, request: HttpRequest, obj: RecipientSource | None = None) -> list[str]:
+        fields = ["name", "resolver", "parameters"]
+        return [*fields, "audience"] if obj is not None else fields
+
+    @admin.display(description="Resolver", ordering="resolver")
+    def resolver_label(self, obj: RecipientSource) -> str:
+        cls = available_resolvers().get(obj.resolver)
+        return cls.label if cls and cls.label else f"{obj.resolver} (not installed)"
+
+    @admin.display(description="Parameters")
+    def parameters_summary(self, obj: RecipientSource) -> str:
+        return _json_text(obj.parameters) if obj.parameters else "—"
+
+    @admin.display(description="Audience")
+    def audience(self, obj: RecipientSource) -> str:
+        preview = recipient_source_preview(source=obj, limit=PREVIEW_LIMIT)
+        if preview.error:
+            return format_html('<span class="errornote">Cannot resolve: {}</span>', preview.error)
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (r.key, r.email, r.context.get("first_name", ""), r.language, r.time_zone)
+                for r in preview.recipients
+            ),
+        )
+        return format_html(
+            "<p><strong>{}</strong> recipient(s). First {}:</p>"
+            "<table><thead><tr><th>Key</th><th>Email</th><th>First name</th><th>Language</th>"
+            "<th>Time zone</th></tr></thead><tbody>{}</tbody></table>",
+            preview.count,
+            len(preview.recipients),
+            rows,
+        )
+
+
+# Policy toggles -----------------------------------------------------------------------------
+
+
+def policy_choices() -> list[tuple[str, str]]:
+    """Installed ACE policy plugins that can be toggled, as ``(name, "name — label")``."""
+    choices = []
+    for name, cls in campaign_policies.installed_policy_classes().items():
+        if name == campaign_policies.PolicyToggleDenyPolicy.name:
+            continue
+        label = getattr(cls, "label", "") or getattr(cls, "__name__", name)
+        choices.append((name, f"{name} — {label}"))
+    return choices
+
+
+def _policies_help() -> str:
+    rows = []
+    for name, cls in campaign_policies.installed_policy_classes().items():
+        if name == campaign_policies.PolicyToggleDenyPolicy.name:
+            continue
+        describe = getattr(cls, "parameters_help", None)
+        default = getattr(cls, "enabled_by_default", False)
+        rows.append(
+            (
+                name,
+                "on" if default else "off",
+                describe() if callable(describe) else "no parameters",
+            )
+        )
+    return format_html(
+        "A JSON object, validated by the chosen policy (missing values take the default):"
+        "<ul>{}</ul>",
+        format_html_join("", "<li><code>{}</code> (default {}): {}</li>", rows),
+    )
+
+
+class PolicyToggleForm(forms.ModelForm):
+    """The policy is a choice of installed plugins; parameters are validated by the form the
+    policy declares."""
+
+    policy = forms.ChoiceField(choices=policy_choices)
+    parameters = forms.JSONField(
+        required=False, initial=dict, widget=forms.Textarea(attrs={"rows": 4, "cols": 80})
+    )
+
+    class Meta:
+        model = PolicyToggle
+        fields = ("policy", "message_type", "enabled", "parameters")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["parameters"].help_text = _policies_help()
+
+    def clean(self) -> dict:
+        data = super().clean()
+        policy = data.get("policy")
+        if policy and "parameters" not in self.errors:
+            try:
+                data["parameters"] = policy_parameters_clean(
+                    policy=policy, parameters=data.get("parameters") or {}
+                )
+            except ValidationError as exc:
+                field = (
+                    "policy" if getattr(exc, "code", None) in POLICY_FIELD_ERRORS else "parameters"
+                )
+                self.add_error(field, exc)
+        return data
+
+
+@admin.register(PolicyToggle)
+class PolicyToggleAdmin(admin.ModelAdmin):
+    """Switch policies on or off, globally or for one message type."""
+
+    form = PolicyToggleForm
+    list_display = ("policy", "scope", "enabled", "parameters_summary", "updated_at")
+    list_filter = ("enabled", "policy", "message_type")
+    search_fields = ("policy", "message_type__name")
+    list_select_related = ("message_type",)
+    actions = ("enable_toggles", "disable_toggles")
+
+    @admin.display(description="Applies to", ordering="message_type")
+    def scope(self, obj: PolicyToggle) -> str:
+        return str(obj.message_type) if obj.message_type_id else "All message types"
+
+    @admin.display(description="Parameters")
+    def parameters_summary(self, obj: PolicyToggle) -> str:
+        return _json_text(obj.parameters) if obj.parameters else "—"
+
+    def _set(self, request: HttpRequest, queryset: QuerySet, enabled: bool) -> None:
+        changed, refused = 0, []
+        for toggle in queryset.select_related("message_type"):
+            try:
+                policy_toggle_set(
+                    policy=toggle.policy,
+                    message_type=toggle.message_type,
+                    enabled=enabled,
+                    parameters=toggle.parameters,
+                )
+                changed += 1
+            except ValidationError as exc:
+                refused.append(f"{toggle}: {'; '.join(exc.messages)}")
+        state = "enabled" if enabled else "disabled"
+        self.message_user(request, f"{changed} toggle(s) {state}.", messages.SUCCESS)
+        for line in refused:
+            self.message_user(request, line, messages.ERROR)
+
+    @admin.action(description="Enable selected toggles", permissions=["change"])
+    def enable_toggles(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._set(request, queryset, True)
+
+    @admin.action(description="Disable selected toggles", permissions=["change"])
+    def disable_toggles(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._set(request, queryset, False)
+
+
+# Opt-outs -----------------------------------------------------------------------------------
+
+
+@admin.register(OptOut)
+class OptOutAdmin(admin.ModelAdmin):
+    """Unsubscribes; adding one by hand goes through the same service as the link."""
+
+    list_display = ("email", "scope", "user", "created_at")
+    list_filter = ("message_type",)
+    search_fields = ("email", "user__username")
+    list_select_related = ("message_type", "user")
+    raw_id_fields = ("user",)
+    fields = ("email", "message_type", "user", "created_at")
+    readonly_fields = ("created_at",)
+
+    @admin.display(description="From", ordering="message_type")
+    def scope(self, obj: OptOut) -> str:
+        return str(obj.message_type) if obj.message_type_id else "Everything"
+
+    def get_readonly_fields(self, request: HttpRequest, obj: OptOut | None = None):
+        # An opt-out is a record of the recipient's wish: delete it, don't rewrite it.
+        if obj is not None:
+            return ("email", "message_type", "user", "created_at")
+        return self.readonly_fields
+
+    def save_model(self, request: HttpRequest, obj: OptOut, form: Any, change: bool) -> None:
+        if change:
+            return
+        saved = optout_create(
+            email=obj.email, message_type_id=obj.message_type_id, user_id=obj.user_id
+        )
+        obj.pk = saved.pk
+        obj.email = saved.email
