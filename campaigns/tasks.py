@@ -1,0 +1,69 @@
+"""Celery tasks of the campaigns app: thin wrappers (ids in, one service call).
+
+``start_run`` is what django-celery-beat fires for a scheduled campaign; it fans a run out into
+``deliver_batch`` tasks. Delivery retries are not Celery retries: the service re-enqueues just
+the recipients to retry with an ``eta``. Celery's own retry is kept for a short, named list of
+transient infrastructure errors (database or Redis connection trouble), never for everything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+from celery.utils.log import get_task_logger
+from django.db import InterfaceError, OperationalError
+from django.utils.dateparse import parse_datetime
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from campaigns.models import CampaignRun
+from campaigns.services.dispatch import batch_deliver, run_start
+
+logger = get_task_logger(__name__)
+
+#: Errors worth retrying the whole task for: the database or Redis (rate limits) went away
+#: for a moment. Anything else is a bug and should fail loudly.
+KNOWN_RETRY_ERRORS = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
+BAD_DUE_AT = "start_run: due_at {value!r} is not an ISO 8601 date and time"
+
+
+@shared_task(
+    name="campaigns.tasks.start_run",
+    autoretry_for=KNOWN_RETRY_ERRORS,
+    retry_backoff=True,
+    max_retries=5,
+)
+def start_run(campaign_id: int, due_at: str | None = None) -> int | None:
+    """Start (or continue) the run of a campaign for a due time; returns the run id.
+
+    Beat calls it with the campaign id only: the due time is then the schedule's current tick.
+    """
+    due = None
+    if due_at:
+        due = parse_datetime(due_at)
+        if due is None:
+            raise ValueError(BAD_DUE_AT.format(value=due_at))
+    run = run_start(campaign_id=campaign_id, due_at=due)
+    return run.pk if run is not None else None
+
+
+@shared_task(
+    name="campaigns.tasks.deliver_batch",
+    autoretry_for=KNOWN_RETRY_ERRORS,
+    retry_backoff=True,
+    max_retries=5,
+)
+def deliver_batch(
+    run_id: int, recipient_ids: list[int], batch_id: int | None = None
+) -> dict[str, Any]:
+    """Deliver one batch of a run (see ``campaigns.services.dispatch.batch_deliver``)."""
+    run = (
+        CampaignRun.objects.select_related("campaign__message_type", "campaign__recipient_source")
+        .filter(pk=run_id)
+        .first()
+    )
+    if run is None:
+        logger.warning("deliver_batch: run %s no longer exists", run_id)
+        return {}
+    return batch_deliver(run=run, recipient_ids=recipient_ids, batch_id=batch_id).as_dict()
