@@ -232,6 +232,32 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 # https://django-celery-beat.readthedocs.io/en/latest/#usage
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
+# Campaign dispatch (README "How a campaign is sent")
+# ------------------------------------------------------------------------------
+# Recipients per deliver_batch task, and per SENDING sub-chunk (pause/cancel are checked and a
+# crash can leave at most this many deliveries "unknown" per worker process).
+CAMPAIGNS_BATCH_SIZE = env.int("CAMPAIGNS_BATCH_SIZE", default=500)
+CAMPAIGNS_SEND_CHUNK_SIZE = env.int("CAMPAIGNS_SEND_CHUNK_SIZE", default=250)
+# A delivery left SENDING longer than this belongs to a lost worker and becomes "unknown".
+CAMPAIGNS_SENDING_LEASE_SECONDS = env.float("CAMPAIGNS_SENDING_LEASE_SECONDS", default=300)
+# Retries: the channel's delay (or this base) doubled per attempt, +0-25 % jitter, capped. Keep
+# the cap below CELERY_VISIBILITY_TIMEOUT (Redis redelivers eta tasks held longer than that).
+CAMPAIGNS_RETRY_BACKOFF_SECONDS = env.float("CAMPAIGNS_RETRY_BACKOFF_SECONDS", default=30)
+CAMPAIGNS_RETRY_BACKOFF_MAX_SECONDS = env.float("CAMPAIGNS_RETRY_BACKOFF_MAX_SECONDS", default=1800)
+# Undelivered messages of a run expire this long after it starts unless the campaign says.
+CAMPAIGNS_DEFAULT_EXPIRATION_HOURS = env.int("CAMPAIGNS_DEFAULT_EXPIRATION_HOURS", default=24)
+# Messages per second per channel type shared by all workers, e.g. "email=50,push=200".
+CAMPAIGNS_CHANNEL_RATE_LIMITS = env.str("CAMPAIGNS_CHANNEL_RATE_LIMITS", default="")
+CAMPAIGNS_RATE_LIMIT_BURST_SECONDS = env.float("CAMPAIGNS_RATE_LIMIT_BURST_SECONDS", default=1.0)
+# Where the token buckets live: Redis if configured (or the broker is Redis), else the database.
+CAMPAIGNS_RATE_LIMIT_REDIS_URL = env.str(
+    "CAMPAIGNS_RATE_LIMIT_REDIS_URL",
+    default=env.str(
+        "REDIS_URL",
+        default=CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else "",
+    ),
+)
+
 # ACE (same flat names as the reference library)
 # ------------------------------------------------------------------------------
 # push_notification is safe to list where Web Push is not set up: without VAPID keys its
