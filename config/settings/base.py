@@ -175,7 +175,7 @@ STORAGES = {
 
 # Email
 # ------------------------------------------------------------------------------
-# EMAIL_URL (e.g. smtp://user:pass@host:587?tls=True) wins; else EMAIL_BACKEND; else mail is
+# EMAIL_URL (e.g. smtp+tls://user:pass@host:587) wins; else EMAIL_BACKEND; else mail is
 # captured as .eml files under var/mail where an operator can read it.
 # https://django-environ.readthedocs.io/en/latest/types.html#environ-env-email-url
 EMAIL_FILE_PATH = env.str("EMAIL_FILE_PATH", default=str(VAR_DIR / "mail"))
@@ -250,12 +250,10 @@ CAMPAIGNS_DEFAULT_EXPIRATION_HOURS = env.int("CAMPAIGNS_DEFAULT_EXPIRATION_HOURS
 CAMPAIGNS_CHANNEL_RATE_LIMITS = env.str("CAMPAIGNS_CHANNEL_RATE_LIMITS", default="")
 CAMPAIGNS_RATE_LIMIT_BURST_SECONDS = env.float("CAMPAIGNS_RATE_LIMIT_BURST_SECONDS", default=1.0)
 # Where the token buckets live: Redis if configured (or the broker is Redis), else the database.
+_broker_is_redis = CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
 CAMPAIGNS_RATE_LIMIT_REDIS_URL = env.str(
     "CAMPAIGNS_RATE_LIMIT_REDIS_URL",
-    default=env.str(
-        "REDIS_URL",
-        default=CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else "",
-    ),
+    default=env.str("REDIS_URL", default=CELERY_BROKER_URL if _broker_is_redis else ""),
 )
 
 # ACE (same flat names as the reference library)
