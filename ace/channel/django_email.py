@@ -89,14 +89,14 @@ def smtp_error_to_channel_error(exc: BaseException) -> ChannelError | None:
         return _by_code(exc.smtp_code, text)
     if isinstance(exc, smtplib.SMTPServerDisconnected):
         return RecoverableChannelDeliveryError(f"SMTP server disconnected: {exc}", _retry_at())
+    if isinstance(exc, smtplib.SMTPException):  # (a subclass of OSError: test it first)
+        return FatalChannelDeliveryError(f"SMTP error: {exc}")
     if isinstance(exc, ssl.SSLCertVerificationError):
         return FatalChannelDeliveryError(f"SMTP server certificate refused: {exc}")
     if isinstance(exc, TimeoutError):
         return RecoverableChannelDeliveryError(f"SMTP timeout: {exc or 'timed out'}", _retry_at())
     if isinstance(exc, OSError):
         return RecoverableChannelDeliveryError(f"SMTP connection error: {exc!r}", _retry_at())
-    if isinstance(exc, smtplib.SMTPException):
-        return FatalChannelDeliveryError(f"SMTP error: {exc}")
     if isinstance(exc, ValueError):  # BadHeaderError, encoding errors: the message is invalid
         return FatalChannelDeliveryError(f"Invalid email: {exc}")
     return None
@@ -108,7 +108,11 @@ def breaks_connection(exc: BaseException) -> bool:
         return True
     if isinstance(exc, smtplib.SMTPResponseException) and exc.smtp_code in (421, -1):
         return True
-    return isinstance(exc, smtplib.SMTPServerDisconnected | OSError)
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return True
+    # Other SMTP errors leave the session usable (smtplib sends RSET); SMTPException is an
+    # OSError, so it is excluded before treating OSError as a network failure.
+    return isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException)
 
 
 class DjangoEmailChannel(EmailChannelMixin, Channel):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import logging
 import socket
 import threading
 from collections.abc import Iterable
@@ -23,6 +24,9 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
 STAGES = ("rcpt", "data")
+
+# aiosmtpd logs every command at INFO; keep test output readable.
+logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
 @attrs.define
@@ -40,11 +44,12 @@ class ReceivedMessage:
         return email.message_from_bytes(self.data, policy=email.policy.default)  # type: ignore[return-value]
 
     def part(self, subtype: str) -> str:
-        """The decoded text of the ``text/<subtype>`` part ('plain' or 'html')."""
+        """The decoded text of the ``text/<subtype>`` part ('plain' or 'html'), with ``\n``
+        line endings."""
         body = self.message.get_body(preferencelist=(subtype,))
         if body is None or body.get_content_subtype() != subtype:
             raise LookupError(f"No text/{subtype} part in the message")
-        return body.get_content()
+        return body.get_content().replace("\r\n", "\n")
 
 
 @attrs.define

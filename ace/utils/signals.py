@@ -27,7 +27,10 @@ def make_serializable_object(obj: Any) -> Any:
         return [make_serializable_object(element) for element in obj]
     if isinstance(obj, datetime | date):
         return obj.isoformat()
-    return str(obj)
+    try:
+        return str(obj)
+    except Exception:  # a payload must never break the send that emits it
+        return f"<unprintable {type(obj).__name__}>"
 
 
 def message_payload(channel: Channel | None, message: Message) -> dict[str, Any]:
