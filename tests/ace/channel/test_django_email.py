@@ -197,7 +197,7 @@ def test_dropped_connection_is_recoverable(smtp_backend):
 def test_timeout_is_recoverable(smtp_backend, settings):
     settings.EMAIL_TIMEOUT = 0.3
     smtp_backend.delay("learner@example.org", 1.0)
-    with pytest.raises(RecoverableChannelDeliveryError, match="(?i)tim"):
+    with pytest.raises(RecoverableChannelDeliveryError, match=r"(?i)tim"):
         deliver(make_message())
 
 
