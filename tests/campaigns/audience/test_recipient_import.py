@@ -183,7 +183,7 @@ def test_export_writes_the_import_columns_and_reimports(admin_client, fmt):
     f.RecipientListEntryFactory(email="elsewhere@example.org")
     url = reverse(EXPORT_URL) + f"?recipient_list__id__exact={rlist.pk}"
     fields = {
-        f"RecipientListEntryResource_{c}": "on"
+        f"recipientlistentryresource_{c}": "on"
         for c in ("email", "first_name", "last_name", "language", "time_zone")
     }
     response = admin_client.post(url, {"format": fmt, "resource": "0", **fields})

@@ -1,0 +1,158 @@
+"""Admin of recipient sources, policy toggles and opt-outs."""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import pytest
+from django.urls import reverse
+from stevedore import ExtensionManager
+from stevedore.extension import Extension
+
+import campaigns.admin_audience  # noqa: F401  (registers the audience admin)
+from campaigns import resolvers
+from campaigns.models import OptOut, PolicyToggle, RecipientSource
+from tests.campaigns import factories as f
+
+pytestmark = pytest.mark.django_db
+
+
+def test_source_add_validates_parameters_through_the_resolver_form(admin_client):
+    url = reverse("admin:campaigns_recipientsource_add")
+    response = admin_client.post(
+        url, {"name": "Staff", "resolver": "group_members", "parameters": '{"group": 999}'}
+    )
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert "group: Select a valid choice." in errors["parameters"][0]
+    assert not RecipientSource.objects.exists()
+
+    response = admin_client.post(
+        url,
+        {
+            "name": "Recent",
+            "resolver": "user_filter",
+            "parameters": '{"filters": {"groups__name": "x"}}',
+        },
+    )
+    assert (
+        "'groups__name' is not an allowed lookup"
+        in response.context["adminform"].form.errors["parameters"][0]
+    )
+
+    group = f.GroupFactory()
+    response = admin_client.post(
+        url,
+        {"name": "Staff", "resolver": "group_members", "parameters": f'{{"group": {group.pk}}}'},
+    )
+    assert response.status_code == 302
+    assert RecipientSource.objects.get().parameters == {"group": group.pk}
+
+
+def test_source_page_shows_the_count_and_the_first_recipients(admin_client):
+    members = f.UserFactory.create_batch(25)
+    group = f.GroupFactory(members=members)
+    source = f.RecipientSourceFactory(resolver="group_members", parameters={"group": group.pk})
+    response = admin_client.get(reverse("admin:campaigns_recipientsource_change", args=[source.pk]))
+    body = response.content.decode()
+    assert "<strong>25</strong> recipient(s). First 20:" in body
+    assert members[0].email in body and members[19].email in body
+    assert members[20].email not in body
+
+
+def test_source_page_explains_an_audience_that_cannot_resolve(admin_client):
+    source = f.RecipientSourceFactory(resolver="group_members", parameters={"group": 4242})
+    response = admin_client.get(reverse("admin:campaigns_recipientsource_change", args=[source.pk]))
+    assert "Cannot resolve: group: Select a valid choice." in response.content.decode()
+
+
+class VipResolver(resolvers.UserResolver):
+    """A developer's plugin."""
+
+    label = "VIP customers"
+
+
+def test_resolver_plugins_appear_in_the_admin_choices(admin_client):
+    builtins = [Extension(n, None, c, None) for n, c in resolvers.available_resolvers().items()]
+    manager = ExtensionManager.make_test_instance(
+        [*builtins, Extension("vip", None, VipResolver, None)], namespace=resolvers.NAMESPACE
+    )
+    resolvers.available_resolvers.cache_clear()
+    with mock.patch.object(resolvers, "ExtensionManager", return_value=manager):
+        response = admin_client.get(reverse("admin:campaigns_recipientsource_add"))
+        choices = dict(response.context["adminform"].form.fields["resolver"].choices)
+        assert choices["vip"] == "VIP customers"
+        assert choices["user_filter"] == "Users matching a filter"
+        assert "<code>vip</code>" in response.content.decode()
+
+
+def test_sources_changelist(admin_client):
+    f.RecipientSourceFactory(name="Everyone")
+    response = admin_client.get(reverse("admin:campaigns_recipientsource_changelist"))
+    assert response.status_code == 200 and "Everyone" in response.content.decode()
+
+
+def test_toggle_policy_field_lists_installed_plugins(admin_client):
+    response = admin_client.get(reverse("admin:campaigns_policytoggle_add"))
+    choices = dict(response.context["adminform"].form.fields["policy"].choices)
+    assert set(choices) == {
+        "campaigns_optout",
+        "campaigns_expiry",
+        "campaigns_frequency_cap",
+        "campaigns_quiet_hours",
+    }
+
+
+def test_toggle_parameters_are_validated_per_policy(admin_client):
+    url = reverse("admin:campaigns_policytoggle_add")
+    bad = admin_client.post(
+        url,
+        {
+            "policy": "campaigns_quiet_hours",
+            "enabled": "on",
+            "parameters": '{"start_hour": 30, "end_hour": 8}',
+        },
+    )
+    errors = bad.context["adminform"].form.errors
+    assert any("start_hour:" in m for m in errors["parameters"])
+    assert not PolicyToggle.objects.exists()
+
+    digest = f.MessageTypeDefinitionFactory()
+    good = admin_client.post(
+        url,
+        {
+            "policy": "campaigns_quiet_hours",
+            "message_type": digest.pk,
+            "enabled": "on",
+            "parameters": '{"start_hour": 22, "end_hour": 7}',
+        },
+    )
+    assert good.status_code == 302
+    toggle = PolicyToggle.objects.get()
+    assert toggle.message_type == digest
+    assert toggle.parameters["start_hour"] == 22
+    assert toggle.parameters["channels"] == ["email", "push"]  # default filled in
+
+
+def test_toggle_actions_switch_policies_and_report_counts(admin_client):
+    toggle = f.PolicyToggleFactory(policy="campaigns_expiry", enabled=True)
+    response = admin_client.post(
+        reverse("admin:campaigns_policytoggle_changelist"),
+        {"action": "disable_toggles", "_selected_action": [toggle.pk]},
+        follow=True,
+    )
+    assert "1 toggle(s) disabled." in response.content.decode()
+    toggle.refresh_from_db()
+    assert toggle.enabled is False
+
+
+def test_optout_added_in_the_admin_is_normalised_and_linked(admin_client):
+    user = f.UserFactory(email="pat@example.org")
+    response = admin_client.post(
+        reverse("admin:campaigns_optout_add"), {"email": "Pat@Example.org", "message_type": ""}
+    )
+    assert response.status_code == 302
+    optout = OptOut.objects.get()
+    assert (optout.email, optout.user, optout.message_type) == ("pat@example.org", user, None)
+    listing = admin_client.get(reverse("admin:campaigns_optout_changelist"))
+    assert "Everything" in listing.content.decode()
