@@ -5,8 +5,11 @@ Imported as ``project_helpers`` (tests/ is on sys.path); the fixtures in conftes
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -77,4 +80,48 @@ def site_env(var_dir: Path, **overrides: str) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
     )
     env.update(overrides)
+    return env
+
+
+#: Run in a child process by :func:`settings_snapshot`: import a settings module, print settings.
+_SNAPSHOT_CODE = """
+import importlib, json, sys
+module = importlib.import_module(sys.argv[1])
+names = sys.argv[2:] or [n for n in dir(module) if n.isupper()]
+print(json.dumps({n: getattr(module, n) for n in names if hasattr(module, n)}, default=str))
+"""
+
+
+def settings_snapshot(
+    env: dict[str, str], module: str = "config.settings.local", names: tuple[str, ...] = ()
+) -> dict:
+    """Import the settings ``module`` in a fresh process with exactly ``env``; return its settings.
+
+    A fresh process because settings read the environment once, at import. Raises
+    ``subprocess.CalledProcessError`` (with the child's stderr) when the settings refuse to load.
+    """
+    result = subprocess.run(
+        [sys.executable, "-c", _SNAPSHOT_CODE, module, *names],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if result.returncode != 0:
+        raise subprocess.CalledProcessError(
+            result.returncode, result.args, result.stdout, result.stderr
+        )
+    return json.loads(result.stdout)
+
+
+def clean_env(**values: str) -> dict[str, str]:
+    """The current environment without anything the settings read, plus ``values``."""
+    settings_vars = {*SITE_ENV_VARS_TO_DROP, "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "TIME_ZONE"}
+    settings_vars |= {"VAR_DIR", "CONN_MAX_AGE", "LOG_LEVEL", "DEFAULT_FROM_EMAIL"}
+    prefixes = ("DJANGO_", "ACE_", "CELERY_", "EMAIL_")
+    env = {
+        k: v for k, v in os.environ.items() if k not in settings_vars and not k.startswith(prefixes)
+    }
+    env.update(values)
     return env
