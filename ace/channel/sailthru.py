@@ -221,10 +221,10 @@ class SailthruEmailChannel(EmailChannelMixin, Channel):
             raise FatalChannelDeliveryError(f"Unreadable reply from Sailthru: {exc}") from exc
 
         if response.is_ok():
-            body = response.get_body() or {}
+            body = response.get_body()
             logger.info(
                 "Sailthru accepted the message: send_id=%s, %s=%s",
-                body.get("send_id"),
+                body.get("send_id") if isinstance(body, dict) else None,
                 ResponseHeaders.RATE_LIMIT_REMAINING.value,
                 _header(response, ResponseHeaders.RATE_LIMIT_REMAINING),
             )
@@ -242,11 +242,24 @@ class SailthruEmailChannel(EmailChannelMixin, Channel):
         raise FatalChannelDeliveryError(f"Sailthru request failed: {exc}") from exc
 
     def _raise_response_error(self, response: Any, logger: Any) -> None:
-        """Map Sailthru's error reply to a recoverable or fatal channel error."""
-        error = response.get_error()
+        """Map Sailthru's error reply to a recoverable or fatal channel error.
+
+        Reads the body itself: the library's ``get_error()`` raises KeyError on a JSON reply
+        that is neither a success nor ``{"error", "errormsg"}`` (e.g. ``{}``).
+        """
         status = response.get_status_code()
-        api_error = SailthruAPIError(int(error.get_error_code()), error.get_message(), status)
-        sailthru_json = response.get_body() is not None
+        body = response.get_body()
+        sailthru_json = isinstance(body, dict) and "error" in body
+        if sailthru_json:
+            try:
+                code = int(body["error"])
+            except (TypeError, ValueError):
+                code = 0
+            text = str(body.get("errormsg", ""))
+        else:
+            code = 0
+            text = f"unexpected reply {response.get_body(as_dictionary=False)[:200]!r}"
+        api_error = SailthruAPIError(code, text, status)
         recoverable = (
             api_error.code in set(RecoverableErrorCodes)
             if sailthru_json

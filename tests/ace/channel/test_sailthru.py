@@ -258,6 +258,20 @@ def test_non_json_success_is_fatal_not_retried(sailthru_settings, fake_sailthru)
         SailthruEmailChannel().deliver(make_message(), RENDERED)
 
 
+@pytest.mark.parametrize(
+    "status, body",
+    [(400, b"{}"), (400, b'{"error": "bad", "errormsg": "?"}'), (200, b'"OK"'), (500, b"[]")],
+)
+def test_odd_json_replies_are_channel_errors(sailthru_settings, fake_sailthru, status, body):
+    """Replies the client library cannot interpret must still end as a channel error."""
+    fake_sailthru.queue_reply(status, body)
+    if status == 200:  # the library calls any JSON reply without error keys a success
+        SailthruEmailChannel().deliver(make_message(), RENDERED)
+        return
+    with pytest.raises(FatalChannelDeliveryError, match="Sailthru error 0"):
+        SailthruEmailChannel().deliver(make_message(), RENDERED)
+
+
 def test_debug_mode_logs_and_sends_nothing(sailthru_settings, fake_sailthru, caplog):
     sailthru_settings.ACE_CHANNEL_SAILTHRU_DEBUG = True
 
