@@ -264,7 +264,7 @@ class PushNotificationSession(ChannelSession):
         payload = build_payload(message, rendered)
         ttl = self._ttl(message)
 
-        outcomes = [self._send(device, payload, ttl) for device in devices]
+        outcomes = [self.send_to_device(device, payload, ttl) for device in devices]
         by_state: dict[str, list[DeviceResult]] = defaultdict(list)
         for outcome in outcomes:
             by_state[outcome.state].append(outcome)
@@ -301,7 +301,14 @@ class PushNotificationSession(ChannelSession):
 
     # --- one device -------------------------------------------------------------------------
 
-    def _send(self, device: WebPushDevice, payload: bytes, ttl: int) -> DeviceResult:
+    def send_to_device(self, device: WebPushDevice, payload: bytes, ttl: int) -> DeviceResult:
+        """Push ``payload`` (JSON bytes) to one device; a gone device is deactivated.
+
+        Never raises for what the push service answers: the result says sent / gone / retry /
+        failed. Used by ``deliver_many`` and by the admin's test action.
+        """
+        if self.problem:
+            return DeviceResult(device.pk, "failed", f"push is not configured: {self.problem}")
         subscription = {
             "endpoint": device.registration_id,
             "keys": {"p256dh": device.p256dh, "auth": device.auth},

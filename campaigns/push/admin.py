@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from push_notifications.admin import DeviceAdmin, GCMDeviceAdmin, WebPushDeviceAdmin
 from push_notifications.models import APNSDevice, GCMDevice, WebPushDevice, WNSDevice
+
+from ace.channel.push_notification import configuration_problem
+from campaigns.push.services import push_test_send
 
 #: Lists only the users who have a device of that kind, not every user of the site.
 USER_FILTER = ("user", admin.RelatedOnlyFieldListFilter)
@@ -34,6 +37,9 @@ class PushWebPushDeviceAdmin(WebPushDeviceAdmin):
     search_fields = ("name", "registration_id", *USER_SEARCH)
     ordering = ("user", "-date_created")
     list_select_related = ("user",)
+    # The library's "send test message" pushes plain text through its own sender; this one
+    # sends the campaign JSON through the push channel (and deactivates gone devices).
+    actions = ("send_test_notification", "enable", "disable")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[WebPushDevice]:
         return super().get_queryset(request).select_related("user")
@@ -42,6 +48,17 @@ class PushWebPushDeviceAdmin(WebPushDeviceAdmin):
     def push_service(self, obj: WebPushDevice) -> str:
         """The push service's host: which browser vendor delivers to this device."""
         return urlsplit(obj.registration_id or "").netloc
+
+    @admin.action(description="Send a test notification")
+    def send_test_notification(self, request: HttpRequest, queryset: QuerySet) -> None:
+        problem = configuration_problem()
+        if problem:
+            self.message_user(request, f"Web Push is not configured: {problem}", messages.ERROR)
+            return
+        counts = push_test_send(devices=queryset.filter(active=True))
+        summary = ", ".join(f"{state}: {count}" for state, count in sorted(counts.items()))
+        level = messages.SUCCESS if counts["sent"] and len(counts) == 1 else messages.WARNING
+        self.message_user(request, f"Test notification: {summary or 'no active device'}.", level)
 
 
 class PushGCMDeviceAdmin(GCMDeviceAdmin):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import json
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,6 +33,11 @@ P256DH_INVALID = "keys.p256dh must be a base64url P-256 public key (65 bytes, un
 AUTH_INVALID = "keys.auth must be a base64url 16-byte authentication secret."
 BROWSER_INVALID = "browser must be one of: {choices}."
 NAME_TOO_LONG = "name is longer than 255 characters."
+
+TEST_TITLE = "Test notification"
+TEST_BODY = "Push notifications reach this device."
+#: Seconds a push service may hold a test notification for an offline device.
+TEST_TTL = 3600
 
 
 @attrs.define(frozen=True)
@@ -171,3 +179,21 @@ def push_subscription_remove(*, user: Any, endpoint: str) -> int:
     """Remove ``user``'s devices with this endpoint (never another user's); the count removed."""
     deleted, _ = WebPushDevice.objects.filter(user=user, registration_id=endpoint).delete()
     return deleted
+
+
+def push_test_send(*, devices: Iterable[WebPushDevice]) -> Counter[str]:
+    """Send a test notification (the same JSON shape as campaign pushes) to each device.
+
+    Goes through the push channel's session, so a device reported gone is deactivated here too.
+    Returns counts by result: ``sent``, ``gone``, ``retry``, ``failed``.
+    """
+    from ace.channel.push_notification import PushNotificationChannel
+
+    payload = json.dumps(
+        {"title": TEST_TITLE, "body": TEST_BODY, "data": {"test": True}}, separators=(",", ":")
+    ).encode()
+    counts: Counter[str] = Counter()
+    with PushNotificationChannel().open_session() as session:
+        for device in devices:
+            counts[session.send_to_device(device, payload, TEST_TTL).state] += 1
+    return counts

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.contrib import admin
 from fake_push_service import BrowserSubscription
+from push_fixtures import *  # noqa: F403  (the fixtures)
 from push_fixtures import add_device
 from push_notifications.models import APNSDevice, GCMDevice, WebPushDevice, WNSDevice
 
@@ -71,3 +72,47 @@ def test_user_filter_lists_only_users_with_devices(admin_client_logged_in, devic
     )
     names = {label for _, label in user_filter.lookup_choices}
     assert names == {"ada", "bob"}
+
+
+def test_test_notification_action_sends_campaign_json_and_deactivates_gone(
+    admin_client_logged_in, push_settings, push_service
+):
+    from fake_push_service import Reply
+
+    from campaigns.push.services import TEST_TITLE
+
+    user = UserFactory(username="tess")
+    alive, gone = push_service.subscribe(), push_service.subscribe()
+    alive_device, gone_device = add_device(user, alive), add_device(user, gone)
+    push_service.script(gone, Reply(410))
+
+    response = admin_client_logged_in.post(
+        CHANGELIST,
+        {
+            "action": "send_test_notification",
+            "_selected_action": [alive_device.pk, gone_device.pk],
+        },
+        follow=True,
+    )
+    assert response.status_code == 200
+    [notice] = [str(m) for m in response.context["messages"]]
+    assert notice == "Test notification: gone: 1, sent: 1."
+    [request] = push_service.requests_for(alive)
+    assert alive.decrypt_json(request.body)["title"] == TEST_TITLE
+    gone_device.refresh_from_db()
+    assert gone_device.active is False
+
+
+def test_test_notification_action_says_when_push_is_not_configured(
+    admin_client_logged_in, push_settings, push_service
+):
+    device = add_device(UserFactory(username="tom"), push_service.subscribe())
+    push_settings.PUSH_NOTIFICATIONS_SETTINGS = {}
+    response = admin_client_logged_in.post(
+        CHANGELIST,
+        {"action": "send_test_notification", "_selected_action": [device.pk]},
+        follow=True,
+    )
+    [notice] = [str(m) for m in response.context["messages"]]
+    assert notice.startswith("Web Push is not configured: VAPID_PRIVATE_KEY is not set")
+    assert push_service.requests == []
