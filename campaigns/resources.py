@@ -15,9 +15,9 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db.models.functions import Lower
-from import_export import resources
+from import_export import fields, resources
 
-from campaigns.models import RecipientList, RecipientListEntry
+from campaigns.models import Delivery, RecipientList, RecipientListEntry
 
 # Recipient lists ----------------------------------------------------------------------------
 
@@ -208,3 +208,57 @@ class RecipientListEntryResource(resources.ModelResource):
         return super().export_resource(instance, selected_fields, **kwargs) + [
             extra.get(column[len(CONTEXT_PREFIX) :], "") for column in self._context_columns
         ]
+
+
+# Delivery log (camp-admin) --------------------------------------------------------------------
+
+
+class DeliveryResource(resources.ModelResource):
+    """Export of the delivery log: one row per (run, recipient, channel), with the campaign."""
+
+    campaign_id = fields.Field(attribute="run__campaign_id", column_name="campaign_id")
+    campaign = fields.Field(attribute="run__campaign__name", column_name="campaign")
+    run_due_at = fields.Field(attribute="run__due_at", column_name="run_due_at")
+
+    class Meta:
+        model = Delivery
+        fields = (
+            "id",
+            "campaign_id",
+            "campaign",
+            "run",
+            "run_due_at",
+            "send_uuid",
+            "message_uuid",
+            "recipient_key",
+            "user_id",
+            "email",
+            "channel",
+            "status",
+            "attempts",
+            "reason",
+            "exception_type",
+            "created_at",
+            "sent_at",
+            "updated_at",
+            "next_attempt_at",
+        )
+        export_order = fields
+        chunk_size = 2000
+
+    @staticmethod
+    def optimize(queryset):
+        """One query per chunk: join the run and campaign, load only exported columns."""
+        return queryset.select_related("run", "run__campaign").only(
+            *[
+                f
+                for f in DeliveryResource.Meta.fields
+                if f not in ("campaign_id", "campaign", "run_due_at")
+            ],
+            "run__due_at",
+            "run__campaign__id",
+            "run__campaign__name",
+        )
+
+    def get_queryset(self):
+        return self.optimize(super().get_queryset())
