@@ -15,6 +15,7 @@ import attrs
 
 from ace.errors import (
     ChannelError,
+    FatalChannelDeliveryError,
     RecipientAddressMissingError,
     RecoverableChannelDeliveryError,
 )
@@ -86,6 +87,7 @@ class DeliveryOutcome:
 
 
 def _exception_type(error: BaseException) -> str:
-    """The most telling exception class name: the underlying cause of a wrapped error."""
+    """The most telling exception class name: the cause of a generic wrapper error."""
     cause = error.__cause__
-    return type(cause).__name__ if cause is not None else type(error).__name__
+    generic = type(error) in (FatalChannelDeliveryError, RecoverableChannelDeliveryError)
+    return type(cause).__name__ if cause is not None and generic else type(error).__name__

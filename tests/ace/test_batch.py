@@ -49,8 +49,17 @@ def received_signals():
     ACE_MESSAGE_FAILED.disconnect(on_failed)
 
 
+@pytest.fixture
+def plain_smtp_session(settings):
+    """Use DjangoEmailSession (one backend connection), not an optional faster transport."""
+    settings.ACE_CHANNEL_DJANGO_EMAIL_FAST_SMTP = False
+
+
 @pytest.mark.usefixtures("no_policies")
-def test_batch_over_smtp_arrives_complete_on_one_connection(smtp_backend, received_signals):
+@pytest.mark.parametrize("plain_session", [True, False], ids=["plain-session", "default-session"])
+def test_batch_over_smtp_arrives_complete(smtp_backend, received_signals, settings, plain_session):
+    if plain_session:
+        settings.ACE_CHANNEL_DJANGO_EMAIL_FAST_SMTP = False
     messages = people(20, language="fr")
     with BatchSender() as sender:
         outcomes = sender.send(messages)
@@ -58,7 +67,10 @@ def test_batch_over_smtp_arrives_complete_on_one_connection(smtp_backend, receiv
     assert [o.status for o in outcomes] == [OutcomeStatus.SENT] * 20
     assert [o.message for o in outcomes] == messages
     assert {o.channel_name for o in outcomes} == {"django_email"}
-    assert smtp_backend.connections == 1
+    if plain_session:
+        assert smtp_backend.connections == 1  # one SMTP connection for the whole batch
+    else:
+        assert smtp_backend.connections < 20  # connections are reused, whatever the transport
     received = {m.rcpt_tos[0]: m for m in smtp_backend.messages}
     assert len(received) == 20
     for i in range(20):
@@ -75,7 +87,7 @@ def test_batch_over_smtp_arrives_complete_on_one_connection(smtp_backend, receiv
     assert len(sent) == 20 and failed == []
 
 
-@pytest.mark.usefixtures("no_policies")
+@pytest.mark.usefixtures("no_policies", "plain_smtp_session")
 def test_sessions_stay_open_across_calls_and_close_on_exit(smtp_backend):
     sender = BatchSender()
     with sender:

@@ -235,11 +235,16 @@ def session_items(count, **overrides):
     return items
 
 
-def test_session_uses_one_connection_for_many_messages(smtp_backend):
-    channel = DjangoEmailChannel()
-    session = channel.open_session()
-    assert isinstance(session, DjangoEmailSession)
+def test_open_session_returns_a_channel_session(smtp_backend):
+    session = DjangoEmailChannel().open_session()
     assert isinstance(session, ChannelSession)
+    with session:
+        assert session.deliver_many(session_items(3)) == [None] * 3
+    assert len(smtp_backend.messages) == 3
+
+
+def test_session_uses_one_connection_for_many_messages(smtp_backend):
+    session = DjangoEmailSession(DjangoEmailChannel())
     with session:
         results = session.deliver_many(session_items(5))
         results += session.deliver_many(session_items(2))
@@ -252,7 +257,7 @@ def test_session_uses_one_connection_for_many_messages(smtp_backend):
 def test_session_reports_per_item_errors_and_keeps_going(smtp_backend):
     smtp_backend.reply("user1@example.org", "550 5.1.1 No such user")
     smtp_backend.reply("user3@example.org", "451 4.7.1 Greylisted")
-    with DjangoEmailChannel().open_session() as session:
+    with DjangoEmailSession(DjangoEmailChannel()) as session:
         results = session.deliver_many(session_items(5))
     assert results[0] is None and results[2] is None and results[4] is None
     assert isinstance(results[1], FatalChannelDeliveryError)
@@ -269,7 +274,7 @@ def test_session_reports_per_item_errors_and_keeps_going(smtp_backend):
 
 def test_session_reconnects_after_a_dropped_connection(smtp_backend):
     smtp_backend.drop("user2@example.org", times=1)
-    with DjangoEmailChannel().open_session() as session:
+    with DjangoEmailSession(DjangoEmailChannel()) as session:
         results = session.deliver_many(session_items(5))
     assert isinstance(results[2], RecoverableChannelDeliveryError)
     assert [r is None for r in results] == [True, True, False, True, True]
@@ -287,7 +292,7 @@ def test_session_reports_invalid_items_without_sending_them(smtp_backend):
     items = session_items(2)
     bad = make_message(recipient=Recipient(lms_user_id=9))
     items.insert(1, (bad, rendered_for(make_message())))
-    with DjangoEmailChannel().open_session() as session:
+    with DjangoEmailSession(DjangoEmailChannel()) as session:
         results = session.deliver_many(items)
     assert results[0] is None and results[2] is None
     assert isinstance(results[1], RecipientAddressMissingError)
@@ -295,7 +300,7 @@ def test_session_reports_invalid_items_without_sending_them(smtp_backend):
 
 
 def test_session_close_is_idempotent(smtp_backend):
-    session = DjangoEmailChannel().open_session()
+    session = DjangoEmailSession(DjangoEmailChannel())
     session.deliver_many(session_items(1))
     session.close()
     session.close()
