@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from django.core import mail
 from django.core import signing as django_signing
 from django.test import Client
 
-from ace.message import Message
+from ace import ace as ace_api
+from ace.message import Message, MessageType
 from ace.recipient import Recipient
 from campaigns.models import OptOut
 from campaigns.policies import OptOutPolicy
@@ -140,3 +142,33 @@ def test_a_deleted_message_type_offers_unsubscribing_from_everything(csrf_client
     assert OptOut.objects.count() == 0
     assert csrf_client.post(path, {"scope": "all"}).status_code == 200
     assert OptOut.objects.get().message_type is None
+
+
+def test_an_email_sent_through_ace_carries_the_link_and_the_headers(settings, newsletter):
+    """The pieces the dispatcher puts together: the link in the context, the RFC 8058
+    headers in ``options["headers"]``, delivered by ace's django_email channel."""
+    settings.ACE_ENABLED_CHANNELS = ["django_email"]
+    settings.ACE_CHANNEL_DEFAULT_EMAIL = "django_email"
+    settings.ACE_CHANNEL_TRANSACTIONAL_EMAIL = "django_email"
+    settings.SITE_URL = "https://mail.example.org"
+    f.email_template_parts(
+        newsletter,
+        subject="News",
+        body_text="Bye: {{ unsubscribe_url }}",
+        body_html='<a href="{{ unsubscribe_url }}">Unsubscribe</a>',
+    )
+    url = unsubscribe_url("ann@example.org", newsletter.pk)
+    msg_type = MessageType(app_label=newsletter.app_label, name=newsletter.name)
+    message = msg_type.personalize(
+        Recipient(lms_user_id=None, email_address="ann@example.org"),
+        "en",
+        {"unsubscribe_url": url},
+    )
+    message.options["headers"] = unsubscribe_headers(url)
+    ace_api.send(message)
+    [sent] = mail.outbox
+    assert sent.extra_headers["List-Unsubscribe"] == f"<{url}>"
+    assert sent.extra_headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert url in sent.body
+    raw = sent.message().as_string()
+    assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in raw
