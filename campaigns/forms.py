@@ -78,7 +78,8 @@ class MessageTypeDefinitionForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.fields["default_language"].choices = language_choices("—")[1:]
+        if "default_language" in self.fields:  # read-only for code-defined types
+            self.fields["default_language"].choices = language_choices("—")[1:]
         if self.instance.pk is None:
             self.initial.setdefault("default_language", settings.LANGUAGE_CODE.lower())
 

@@ -70,6 +70,7 @@ PROBLEM_NO_CHANNELS = "choose at least one channel"
 PROBLEM_CHANNEL_DISABLED = "the %(channel)s channel is not enabled on this site"
 PROBLEM_MISSING_TEMPLATES = "the message type has no %(channel)s templates (%(paths)s)"
 PROBLEM_CONTEXT = "the shared context must be a JSON object"
+ERROR_CONTEXT = 'The shared context must be a JSON object, e.g. {"headline": "Spring courses"}.'
 
 
 def _label(status: str) -> str:
@@ -233,5 +234,5 @@ def campaign_validate_context(value: Any) -> dict:
     if value in (None, ""):
         return {}
     if not isinstance(value, dict):
-        raise ValidationError(PROBLEM_CONTEXT.capitalize() + ".", code="context_not_object")
+        raise ValidationError(ERROR_CONTEXT, code="context_not_object")
     return value
