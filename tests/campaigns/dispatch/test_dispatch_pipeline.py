@@ -1,0 +1,523 @@
+"""The dispatch pipeline in one process (eager Celery, locmem email): runs, claims, restarts,
+exclusions, unknown outcomes, retries, pause/resume/cancel, rate limits and query counts."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.core import mail
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from ace.channel.django_email import DjangoEmailSession
+from ace.errors import FatalChannelDeliveryError, RecoverableChannelDeliveryError
+from campaigns.exceptions import CampaignError
+from campaigns.models import Campaign, CampaignRun, Delivery, RunBatch
+from campaigns.services import dispatch
+from campaigns.services.dispatch import (
+    REASON_CANCELLED,
+    REASON_INTERRUPTED,
+    REASON_PREVIOUS_RUN,
+    RESEND_FORBIDDEN,
+    batch_deliver,
+    campaign_cancel,
+    campaign_pause,
+    campaign_resume,
+    run_resend_unknown,
+    run_start,
+)
+from tests.campaigns.dispatch.dispatch_helpers import add_entries, address, list_of, make_campaign
+from tests.campaigns.factories import StaffUserFactory
+
+pytestmark = pytest.mark.django_db
+
+S = Delivery.Status
+
+
+def recipients_of_outbox() -> list[str]:
+    return [to for message in mail.outbox for to in message.to]
+
+
+def statuses(run: CampaignRun) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for status in run.deliveries.values_list("status", flat=True):
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+@pytest.fixture
+def enqueued(monkeypatch):
+    """Record deliver_batch enqueues instead of running them (for retries, follow-ups)."""
+    calls: list[dict] = []
+
+    def record(*, run_id, recipient_ids, batch_id, eta=None):
+        calls.append({"run_id": run_id, "ids": list(recipient_ids), "batch": batch_id, "eta": eta})
+
+    monkeypatch.setattr(dispatch, "_enqueue_batch", record)
+    return calls
+
+
+def test_a_run_sends_each_recipient_once_then_completes(dispatch_settings, start):
+    campaign = make_campaign(10)
+
+    run = start(campaign)
+
+    assert sorted(recipients_of_outbox()) == [address(i) for i in range(10)]
+    run.refresh_from_db()
+    assert run.status == CampaignRun.Status.COMPLETED
+    assert (run.total, run.sent, run.unknown) == (10, 10, 0)
+    assert run.finished_at is not None
+    assert RunBatch.objects.filter(run=run).count() == 3  # 4 + 4 + 2
+    assert not RunBatch.objects.filter(run=run, claimed_at__isnull=True).exists()
+    assert set(run.deliveries.values_list("send_uuid", flat=True)) == {run.send_uuid}
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.COMPLETED
+
+
+def test_each_message_gets_its_own_context_and_signed_unsubscribe_link(dispatch_settings, start):
+    campaign = make_campaign(3)
+
+    start(campaign)
+
+    by_to = {message.to[0]: message for message in mail.outbox}
+    assert "FIRST-ONLY" in by_to[address(0)].body
+    assert "FIRST-ONLY" not in by_to[address(1)].body  # no leak from the first recipient
+    assert "no coupon" in by_to[address(2)].body
+    for message in by_to.values():
+        link = message.extra_headers["List-Unsubscribe"].strip("<>")
+        assert link.startswith("http") and link in message.body
+        assert message.extra_headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    links = {message.extra_headers["List-Unsubscribe"] for message in mail.outbox}
+    assert len(links) == 3  # one signed link per address
+    delivery = Delivery.objects.get(email=address(1))
+    assert delivery.message_uuid is not None
+
+
+def test_start_run_twice_for_the_same_due_time_makes_one_run(dispatch_settings, start):
+    campaign = make_campaign(6)
+    due = timezone.now().replace(microsecond=0)
+
+    first = start(campaign, due)
+    second = start(campaign, due)
+
+    assert first.pk == second.pk
+    assert CampaignRun.objects.filter(campaign=campaign).count() == 1
+    assert sorted(recipients_of_outbox()) == [address(i) for i in range(6)]
+
+
+def test_a_redelivered_batch_sends_nothing_twice(dispatch_settings, start):
+    campaign = make_campaign(5)
+    run = start(campaign)
+    sent_before = len(mail.outbox)
+    counts_before = CampaignRun.objects.values("total", "sent").get(pk=run.pk)
+
+    for batch in RunBatch.objects.filter(run=run):
+        outcome = batch_deliver(run=run, recipient_ids=batch.recipient_ids, batch_id=batch.pk)
+        assert outcome.counts == {}
+
+    assert len(mail.outbox) == sent_before == 5
+    assert CampaignRun.objects.values("total", "sent").get(pk=run.pk) == counts_before
+
+
+def test_a_restarted_start_run_continues_from_its_cursor(dispatch_settings, start, monkeypatch):
+    campaign = make_campaign(10)
+    due = timezone.now().replace(microsecond=0)
+    resolver_cls = type(dispatch.resolver_for_source(campaign.recipient_source))
+    original = resolver_cls.iter_id_chunks
+    calls = {"n": 0}
+
+    class Crash(Exception):
+        pass
+
+    def crashing(self, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise Crash("worker lost")
+        return original(self, **kwargs)
+
+    # The first start_run dies while resolving its third chunk, and the batches it had
+    # enqueued were lost with it.
+    monkeypatch.setattr(resolver_cls, "iter_id_chunks", crashing)
+    monkeypatch.setattr(dispatch, "_enqueue_batch", lambda **kwargs: None)
+    with pytest.raises(Crash):
+        run_start(campaign_id=campaign.pk, due_at=due)
+    run = CampaignRun.objects.get(campaign=campaign)
+    assert run.status == CampaignRun.Status.RESOLVING
+    assert run.resolve_cursor["after"] is not None
+    assert RunBatch.objects.filter(run=run).count() == 2
+    assert mail.outbox == []
+
+    monkeypatch.undo()
+    start(campaign, due)
+
+    run.refresh_from_db()
+    assert run.status == CampaignRun.Status.COMPLETED
+    assert RunBatch.objects.filter(run=run).count() == 3
+    assert sorted(recipients_of_outbox()) == [address(i) for i in range(10)]
+
+
+def test_recurring_campaign_can_skip_earlier_recipients(dispatch_settings, start):
+    campaign = make_campaign(
+        3,
+        schedule_kind=Campaign.ScheduleKind.INTERVAL,
+        interval_seconds=3600,
+        exclude_previous_recipients=True,
+    )
+    first = start(campaign, timezone.now().replace(microsecond=0) - dt.timedelta(hours=1))
+    assert first.sent == 3
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.SCHEDULED  # recurring: waits for the next tick
+    add_entries(list_of(campaign), 3, 5)
+    mail.outbox.clear()
+
+    second = start(campaign)
+
+    assert sorted(recipients_of_outbox()) == [address(3), address(4)]
+    second.refresh_from_db()
+    assert (second.total, second.sent, second.skipped) == (5, 2, 3)
+    assert second.status == CampaignRun.Status.COMPLETED
+    skipped = second.deliveries.filter(status=S.SKIPPED)
+    assert set(skipped.values_list("reason", flat=True)) == {REASON_PREVIOUS_RUN}
+
+
+def test_recurring_campaign_without_exclusion_sends_everyone_again(dispatch_settings, start):
+    campaign = make_campaign(2, schedule_kind=Campaign.ScheduleKind.INTERVAL, interval_seconds=60)
+    start(campaign, timezone.now().replace(microsecond=0) - dt.timedelta(hours=1))
+    start(campaign)
+    assert sorted(recipients_of_outbox()) == sorted([address(0), address(1)] * 2)
+
+
+def claimed_run(campaign: Campaign) -> tuple[CampaignRun, RunBatch]:
+    """A run resolved into one claimed batch whose rows are QUEUED (nothing sent yet)."""
+    run = run_start(campaign_id=campaign.pk, due_at=timezone.now().replace(microsecond=0))
+    batch = RunBatch.objects.get(run=run)
+    recipients = dispatch.resolver_for_source(campaign.recipient_source).recipients_for_ids(
+        batch.recipient_ids
+    )
+    rows = dispatch._claim(
+        run=run,
+        batch_id=batch.pk,
+        expected=len(batch.recipient_ids),
+        recipients={r.key: r for r in recipients},
+        channels=["email"],
+        exclude_previous=False,
+    )
+    assert rows is not None
+    return run, batch
+
+
+def test_rows_left_sending_by_a_dead_attempt_become_unknown_and_are_not_resent(
+    dispatch_settings, enqueued
+):
+    dispatch_settings.CAMPAIGNS_BATCH_SIZE = 10
+    campaign = make_campaign(4)
+    run, batch = claimed_run(campaign)
+    long_ago = timezone.now() - dt.timedelta(hours=1)
+    # Attempt 1 marked two rows SENDING and died before recording what happened.
+    Delivery.objects.filter(run=run, email__in=[address(0), address(1)]).update(
+        status=S.SENDING, updated_at=long_ago, attempts=1
+    )
+    enqueued.clear()
+
+    outcome = batch_deliver(run=run, recipient_ids=batch.recipient_ids, batch_id=batch.pk)
+
+    assert sorted(recipients_of_outbox()) == [address(2), address(3)]
+    assert outcome.counts == {S.UNKNOWN: 2, S.SENT: 2}
+    unknown = Delivery.objects.filter(run=run, status=S.UNKNOWN)
+    assert set(unknown.values_list("email", flat=True)) == {address(0), address(1)}
+    assert set(unknown.values_list("reason", flat=True)) == {REASON_INTERRUPTED}
+    run.refresh_from_db()
+    assert run.status == CampaignRun.Status.COMPLETED
+    assert (run.sent, run.unknown) == (2, 2)
+    assert enqueued == []
+
+
+def test_rows_sending_within_their_lease_are_left_to_their_attempt(dispatch_settings, enqueued):
+    dispatch_settings.CAMPAIGNS_BATCH_SIZE = 10
+    campaign = make_campaign(2)
+    run, batch = claimed_run(campaign)
+    Delivery.objects.filter(run=run, email=address(0)).update(
+        status=S.SENDING, updated_at=timezone.now(), attempts=1
+    )
+    enqueued.clear()
+
+    batch_deliver(run=run, recipient_ids=batch.recipient_ids, batch_id=batch.pk)
+
+    assert recipients_of_outbox() == [address(1)]
+    assert Delivery.objects.get(run=run, email=address(0)).status == S.SENDING
+    # Checked again once the lease is over, with just that recipient's id.
+    (check,) = enqueued
+    assert check["batch"] == batch.pk and len(check["ids"]) == 1
+    assert check["eta"] > timezone.now() + dt.timedelta(seconds=250)
+    run.refresh_from_db()
+    assert run.status == CampaignRun.Status.RUNNING
+
+
+def test_resend_unknown_needs_the_permission_then_resends_only_those(dispatch_settings, enqueued):
+    dispatch_settings.CAMPAIGNS_BATCH_SIZE = 10
+    campaign = make_campaign(3)
+    run, batch = claimed_run(campaign)
+    Delivery.objects.filter(run=run, email=address(0)).update(
+        status=S.SENDING, updated_at=timezone.now() - dt.timedelta(hours=1)
+    )
+    batch_deliver(run=run, recipient_ids=batch.recipient_ids, batch_id=batch.pk)
+    run.refresh_from_db()
+    assert (run.status, run.unknown) == (CampaignRun.Status.COMPLETED, 1)
+    mail.outbox.clear()
+
+    with pytest.raises(CampaignError) as refused:
+        run_resend_unknown(run=run, user=StaffUserFactory())
+    assert refused.value.message == RESEND_FORBIDDEN
+
+    operator = StaffUserFactory(permissions=["campaigns.resend_unknown_campaign"])
+    enqueued.clear()
+    assert run_resend_unknown(run=run, user=operator) == 1
+    (again,) = enqueued
+    run.refresh_from_db()
+    assert run.status == CampaignRun.Status.RUNNING
+    batch_deliver(run=run, recipient_ids=again["ids"], batch_id=again["batch"])
+
+    assert recipients_of_outbox() == [address(0)]
+    run.refresh_from_db()
+    assert (run.status, run.sent, run.unknown) == (CampaignRun.Status.COMPLETED, 3, 0)
+
+
+def test_recoverable_errors_are_requeued_and_permanent_ones_fail_at_once(
+    dispatch_settings, enqueued, monkeypatch
+):
+    dispatch_settings.CAMPAIGNS_BATCH_SIZE = 10
+    dispatch_settings.CAMPAIGNS_RETRY_BACKOFF_SECONDS = 30
+    campaign = make_campaign(4)
+    run, batch = claimed_run(campaign)
+    original = DjangoEmailSession.send_email
+
+    def flaky(self, email):
+        if email.to == [address(1)]:
+            return RecoverableChannelDeliveryError(
+                "451 try later", timezone.now() + dt.timedelta(seconds=20)
+            )
+        if email.to == [address(2)]:
+            return FatalChannelDeliveryError("550 5.1.1 No such user")
+        return original(self, email)
+
+    monkeypatch.setattr(DjangoEmailSession, "send_email", flaky)
+    enqueued.clear()
+    before = timezone.now()
+
+    outcome = batch_deliver(run=run, recipient_ids=batch.recipient_ids, batch_id=batch.pk)
+
+    assert sorted(recipients_of_outbox()) == [address(0), address(3)]
+    assert outcome.counts == {S.SENT: 2, S.FAILED: 1}
+    assert outcome.retried == 1
+    failed = Delivery.objects.get(run=run, email=address(2))
+    assert (failed.status, failed.reason) == (S.FAILED, "550 5.1.1 No such user")
+    retry = Delivery.objects.get(run=run, email=address(1))
+    assert (retry.status, retry.attempts, retry.reason) == (S.QUEUED, 1, "451 try later")
+    # The channel's 20 s, not earlier, plus at most 25 % jitter.
+    assert before + dt.timedelta(seconds=20) <= retry.next_attempt_at
+    assert retry.next_attempt_at <= timezone.now() + dt.timedelta(seconds=25.1)
+    (requeued,) = enqueued
+    entry_id = list_of(campaign).entries.get(email=address(1)).pk
+    assert requeued["ids"] == [entry_id]
+    assert requeued["eta"] == retry.next_attempt_at
+    run.refresh_from_db()
+    assert run.status == CampaignRun.Status.RUNNING
+
+    # Too early: nothing happens (a duplicate of the retry task must not send early).
+    batch_deliver(run=run, recipient_ids=requeued["ids"], batch_id=batch.pk)
+    assert len(mail.outbox) == 2
+
+    # Second failure: the delay doubles.
+    Delivery.objects.filter(pk=retry.pk).update(next_attempt_at=timezone.now())
+    enqueued.clear()
+    batch_deliver(run=run, recipient_ids=requeued["ids"], batch_id=batch.pk)
+    retry.refresh_from_db()
+    assert retry.attempts == 2
+    assert retry.next_attempt_at >= timezone.now() + dt.timedelta(seconds=39)
+
+    # Then the server accepts it.
+    monkeypatch.setattr(DjangoEmailSession, "send_email", original)
+    Delivery.objects.filter(pk=retry.pk).update(next_attempt_at=timezone.now())
+    batch_deliver(run=run, recipient_ids=requeued["ids"], batch_id=batch.pk)
+    assert sorted(recipients_of_outbox()) == [address(0), address(1), address(3)]
+    run.refresh_from_db()
+    assert (run.status, run.sent, run.failed) == (CampaignRun.Status.COMPLETED, 3, 1)
+
+
+def test_a_retry_past_the_expiration_expires_instead(dispatch_settings, enqueued, monkeypatch):
+    dispatch_settings.CAMPAIGNS_BATCH_SIZE = 10
+    campaign = make_campaign(1)
+    run, batch = claimed_run(campaign)
+    CampaignRun.objects.filter(pk=run.pk).update(
+        expires_at=timezone.now() + dt.timedelta(seconds=30)
+    )
+    run.refresh_from_db()
+    monkeypatch.setattr(
+        DjangoEmailSession,
+        "send_email",
+        lambda self, email: RecoverableChannelDeliveryError(
+            "421 busy", timezone.now() + dt.timedelta(seconds=20)
+        ),
+    )
+    enqueued.clear()
+
+    batch_deliver(run=run, recipient_ids=batch.recipient_ids, batch_id=batch.pk)
+    first = Delivery.objects.get(run=run)
+    assert first.status == S.QUEUED  # 20-25 s from now: before the expiry
+    # The second attempt would be 40-50 s away: past the expiry, so it expires now.
+    Delivery.objects.filter(pk=first.pk).update(next_attempt_at=timezone.now())
+    batch_deliver(run=run, recipient_ids=batch.recipient_ids, batch_id=batch.pk)
+
+    delivery = Delivery.objects.get(run=run)
+    assert delivery.status == S.EXPIRED
+    assert "421 busy" in delivery.reason
+    run.refresh_from_db()
+    assert (run.status, run.expired) == (CampaignRun.Status.COMPLETED, 1)
+
+
+def test_pause_stops_between_sub_chunks_and_resume_sends_the_rest_once(
+    dispatch_settings, django_capture_on_commit_callbacks, monkeypatch
+):
+    dispatch_settings.CAMPAIGNS_BATCH_SIZE = 6
+    dispatch_settings.CAMPAIGNS_SEND_CHUNK_SIZE = 2
+    campaign = make_campaign(12)
+    original = DjangoEmailSession.deliver_many
+    calls = {"n": 0}
+
+    def pause_after_first_chunk(self, items):
+        result = original(self, items)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            campaign_pause(campaign=Campaign.objects.get(pk=campaign.pk))
+        return result
+
+    monkeypatch.setattr(DjangoEmailSession, "deliver_many", pause_after_first_chunk)
+    with django_capture_on_commit_callbacks(execute=True):
+        run_start(campaign_id=campaign.pk, due_at=timezone.now().replace(microsecond=0))
+
+    assert len(mail.outbox) == 2  # the sub-chunk in flight finished; nothing after it
+    run = CampaignRun.objects.get(campaign=campaign)
+    assert run.status == CampaignRun.Status.PAUSED
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.PAUSED
+    assert RunBatch.objects.filter(run=run, paused_at__isnull=False).count() == 2
+    assert statuses(run) == {S.SENT: 2, S.QUEUED: 4}
+
+    with django_capture_on_commit_callbacks(execute=True):
+        campaign_resume(campaign=campaign)
+
+    assert sorted(recipients_of_outbox()) == [address(i) for i in range(12)]
+    run.refresh_from_db()
+    assert (run.status, run.sent) == (CampaignRun.Status.COMPLETED, 12)
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.COMPLETED
+
+
+def test_cancel_skips_what_is_left_and_sends_nothing_more(
+    dispatch_settings, django_capture_on_commit_callbacks, monkeypatch
+):
+    dispatch_settings.CAMPAIGNS_BATCH_SIZE = 6
+    campaign = make_campaign(12)
+    original = DjangoEmailSession.deliver_many
+
+    def cancel_after_first_chunk(self, items):
+        result = original(self, items)
+        if len(mail.outbox) == 2:
+            campaign_cancel(campaign=Campaign.objects.get(pk=campaign.pk))
+        return result
+
+    monkeypatch.setattr(DjangoEmailSession, "deliver_many", cancel_after_first_chunk)
+    with django_capture_on_commit_callbacks(execute=True):
+        run_start(campaign_id=campaign.pk, due_at=timezone.now().replace(microsecond=0))
+
+    assert len(mail.outbox) == 2
+    run = CampaignRun.objects.get(campaign=campaign)
+    assert run.status == CampaignRun.Status.CANCELLED
+    assert statuses(run) == {S.SENT: 2, S.SKIPPED: 4}
+    assert set(run.deliveries.filter(status=S.SKIPPED).values_list("reason", flat=True)) == {
+        REASON_CANCELLED
+    }
+    assert (run.sent, run.skipped) == (2, 4)
+
+
+def test_a_rate_limit_sends_what_it_may_and_requeues_the_rest(dispatch_settings, enqueued):
+    dispatch_settings.CAMPAIGNS_BATCH_SIZE = 10
+    dispatch_settings.CAMPAIGNS_SEND_CHUNK_SIZE = 10
+    dispatch_settings.CAMPAIGNS_CHANNEL_RATE_LIMITS = "email=3"
+    campaign = make_campaign(10)
+    run, batch = claimed_run(campaign)
+    enqueued.clear()
+    before = timezone.now()
+
+    outcome = batch_deliver(run=run, recipient_ids=batch.recipient_ids, batch_id=batch.pk)
+
+    assert len(mail.outbox) == 3  # the bucket holds one second of tokens
+    assert outcome.deferred == 7
+    (later,) = enqueued
+    assert len(later["ids"]) == 7
+    # 3 more tokens take a second at 3/s: the rest comes back then, not now.
+    assert before + dt.timedelta(seconds=0.9) <= later["eta"] <= before + dt.timedelta(seconds=2)
+    assert statuses(run) == {S.SENT: 3, S.QUEUED: 7}
+
+
+def test_a_batch_costs_a_bounded_number_of_queries(dispatch_settings, enqueued):
+    dispatch_settings.CAMPAIGNS_BATCH_SIZE = 500
+    dispatch_settings.CAMPAIGNS_SEND_CHUNK_SIZE = 250
+    campaign = make_campaign(500)
+    run = run_start(campaign_id=campaign.pk, due_at=timezone.now().replace(microsecond=0))
+    batch = RunBatch.objects.get(run=run)
+    run = CampaignRun.objects.select_related(
+        "campaign__message_type", "campaign__recipient_source"
+    ).get(pk=run.pk)
+
+    with CaptureQueriesContext(connection) as queries:
+        batch_deliver(run=run, recipient_ids=batch.recipient_ids, batch_id=batch.pk)
+
+    assert len(mail.outbox) == 500
+    # Savepoints exist only because the test runs inside a transaction (BEGIN/COMMIT of the
+    # real thing are not logged as queries). The last 3 queries end the run, once per run.
+    statements = [
+        q["sql"]
+        for q in queries.captured_queries
+        if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))
+    ]
+    assert len(statements) / 500 <= 0.05, "\n".join(sql[:150] for sql in statements)
+
+
+def test_the_audience_is_streamed_in_chunks(dispatch_settings, start, monkeypatch):
+    """Bounded memory: the resolver is read one keyset page at a time; no task or query ever
+    holds more than a batch of recipients."""
+    dispatch_settings.CAMPAIGNS_BATCH_SIZE = 5
+    campaign = make_campaign(23)
+    resolver_cls = type(dispatch.resolver_for_source(campaign.recipient_source))
+    pages: list[tuple] = []
+    loaded: list[int] = []
+    original_chunks = resolver_cls.iter_id_chunks
+    original_load = resolver_cls.recipients_for_ids
+
+    def chunks(self, *, after=None, chunk_size=500):
+        pages.append((after, chunk_size))
+        return original_chunks(self, after=after, chunk_size=chunk_size)
+
+    def load(self, ids):
+        loaded.append(len(ids))
+        return original_load(self, ids)
+
+    monkeypatch.setattr(resolver_cls, "iter_id_chunks", chunks)
+    monkeypatch.setattr(resolver_cls, "recipients_for_ids", load)
+
+    run = start(campaign)
+
+    assert len(mail.outbox) == 23
+    assert all(size == 5 for _after, size in pages)
+    assert [after is None for after, _size in pages] == [True] + [False] * (len(pages) - 1)
+    assert max(loaded) == 5
+    assert sorted(len(ids) for ids in run.batches.values_list("recipient_ids", flat=True)) == [
+        3,
+        5,
+        5,
+        5,
+        5,
+    ]
