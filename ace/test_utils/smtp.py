@@ -64,6 +64,12 @@ class _Handler:
     def __init__(self, server: RecordingSMTPServer) -> None:
         self.server = server
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        # Announce the extra ESMTP keywords (e.g. PIPELINING) before the last line.
+        session.host_name = hostname
+        extra = [f"250-{keyword}" for keyword in self.server.extensions]
+        return [*responses[:-1], *extra, responses[-1]]
+
     async def _apply(self, smtp: SMTP, stage: str, addresses: Iterable[str]) -> str | None:
         for address in addresses:
             rule = self.server._take_rule(stage, address)
@@ -141,8 +147,11 @@ class RecordingSMTPServer:
         server.stop()
     """
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", *, extensions: Iterable[str] = ()) -> None:
         self.host = host
+        #: Extra EHLO keywords to announce, e.g. ``["PIPELINING"]`` (aiosmtpd handles
+        #: pipelined commands but does not announce it).
+        self.extensions = list(extensions)
         self.port = 0
         self._lock = threading.Lock()
         self._messages: list[ReceivedMessage] = []

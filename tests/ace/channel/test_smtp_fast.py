@@ -1,0 +1,380 @@
+"""Tests for the fast email path: ace.channel.mime_fast (serialization) and ace.channel.smtp_fast
+(pipelined SMTP over several connections), against real SMTP servers on loopback."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import smtplib
+import socket
+import time
+
+import pytest
+from ace_stubs import make_message
+from django.core.mail import EmailMessage, EmailMultiAlternatives
+from django.core.mail.message import BadHeaderError
+
+from ace.batch import BatchSender
+from ace.channel.django_email import DjangoEmailChannel, DjangoEmailSession
+from ace.channel.mime_fast import envelope, message_bytes
+from ace.channel.smtp_fast import (
+    Envelope,
+    PipelinedEmailSession,
+    PipelinedSMTPTransport,
+    django_smtp_connector,
+    smtp_data,
+)
+from ace.errors import (
+    FatalChannelDeliveryError,
+    RecipientAddressMissingError,
+    RecoverableChannelDeliveryError,
+)
+from ace.outcome import OutcomeStatus
+from ace.presentation import render
+from ace.recipient import Recipient
+from ace.test_utils.smtp import RecordingSMTPServer
+from ace.utils.date import get_current_time
+
+pytestmark = pytest.mark.usefixtures("no_policies")
+
+# Serialization -------------------------------------------------------------------------------
+
+
+def alternative_email(**overrides) -> EmailMultiAlternatives:
+    fields = {
+        "subject": "Ada, 5 new courses picked for you",
+        "body": "Hello Ada,\n\nHere are this week's courses:\n- one\n- two\n",
+        "from_email": "Bench Learning <news@example.org>",
+        "to": ["ada@example.org"],
+        "headers": {
+            "List-Unsubscribe": "<https://example.org/unsubscribe/1/token>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        },
+    }
+    html = overrides.pop("html", "<p>Hello <b>Ada</b></p>\n<ul><li>one</li><li>two</li></ul>")
+    fields.update(overrides)
+    mail = EmailMultiAlternatives(**fields)
+    if html is not None:
+        mail.attach_alternative(html, "text/html")
+    return mail
+
+
+def parse(data: bytes) -> email.message.EmailMessage:
+    return email.message_from_bytes(data, policy=email.policy.default)
+
+
+def parts(message) -> list[tuple[str, str]]:
+    leaves = message.iter_parts() if message.is_multipart() else [message]
+    return [(p.get_content_type(), p.get_content().replace("\r\n", "\n")) for p in leaves]
+
+
+def header_view(message) -> list[tuple[str, str]]:
+    """Every header but the per-message ones (Date, Message-ID, the boundary), unfolded.
+
+    Django folds long encoded headers after "Name:", which a parser reads back with a leading
+    space; the value is the same."""
+    skip = {"date", "message-id", "content-type"}
+    return [(k, str(v).strip()) for k, v in message.items() if k.lower() not in skip]
+
+
+def assert_same_as_django(mail: EmailMessage) -> bytes:
+    ours = message_bytes(mail)
+    theirs = mail.message().as_bytes(linesep="\r\n")
+    ours_parsed, theirs_parsed = parse(ours), parse(theirs)
+    assert header_view(ours_parsed) == header_view(theirs_parsed)
+    assert ours_parsed.get_content_type() == theirs_parsed.get_content_type()
+    assert parts(ours_parsed) == parts(theirs_parsed)
+    assert ours_parsed["Date"] and ours_parsed["Message-ID"]
+    return ours
+
+
+def assert_wire_safe(data: bytes) -> None:
+    """7-bit, CRLF only, no line over RFC 5322's 998 characters."""
+    assert data.isascii()
+    assert data.count(b"\n") == data.count(b"\r\n") == data.count(b"\r")
+    assert max(len(line) for line in data.split(b"\r\n")) <= 998
+
+
+def test_ascii_email_matches_django():
+    data = assert_same_as_django(alternative_email())
+    assert_wire_safe(data)
+    assert b"Content-Transfer-Encoding: 7bit" in data
+
+
+def test_non_ascii_email_matches_django_and_stays_seven_bit():
+    mail = alternative_email(
+        subject="Léa, 5 nouveaux cours pour vous ✓ — " + "très " * 30,
+        body="Bonjour Léa,\n.une ligne qui commence par un point\nFrom the start\n" + "é" * 1500,
+        html="<p>été ✓</p>\r\n<p>ligne\rsuivante</p>",
+        from_email="Équipe Bench <news@example.org>",
+        to=["Zoë Ünïcode <zoe@exämple.org>"],
+        reply_to=["Réponse <reply@example.org>"],
+        headers={"X-Campaign": "rentrée", "List-Unsubscribe": "<https://example.org/u/1>"},
+    )
+    data = assert_same_as_django(mail)
+    assert_wire_safe(data)
+    assert b"Content-Transfer-Encoding: quoted-printable" in data
+    parsed = parse(data)
+    assert parsed["To"].addresses[0].domain == "xn--exmple-cua.org"
+    assert parsed["Subject"].startswith("Léa, 5 nouveaux cours pour vous ✓")
+
+
+def test_long_ascii_lines_are_quoted_printable():
+    mail = alternative_email(body="x" * 3000, html="<p>" + "y" * 2500 + "</p>")
+    data = assert_same_as_django(mail)
+    assert_wire_safe(data)
+    assert data.count(b"Content-Transfer-Encoding: quoted-printable") == 2
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"html": None},  # text only
+        {"body": "", "html": "<p>only html</p>"},  # no text part, as Django does
+        {"cc": ["c@example.org"], "bcc": ["b@example.org"]},
+        {"headers": {"To": "Someone Else <else@example.org>", "Message-ID": "<fixed@example.org>"}},
+    ],
+)
+def test_other_shapes_match_django(overrides):
+    assert_wire_safe(assert_same_as_django(alternative_email(**overrides)))
+
+
+def test_attachments_fall_back_to_django():
+    mail = alternative_email()
+    mail.attach("notes.txt", "attached text", "text/plain")
+    mail.attach("blob.bin", b"\x00\x01\x02", "application/octet-stream")
+    data = message_bytes(mail)
+    assert parse(data).get_content_type() == "multipart/mixed"
+    assert [p.get_filename() for p in parse(data).iter_attachments()] == ["notes.txt", "blob.bin"]
+
+
+def test_header_with_newline_is_refused():
+    with pytest.raises(BadHeaderError):
+        message_bytes(alternative_email(headers={"X-Evil": "a\r\nBcc: victim@example.org"}))
+    with pytest.raises(BadHeaderError):
+        message_bytes(alternative_email(subject="Hello\nBcc: victim@example.org"))
+
+
+def test_envelope_matches_djangos_smtp_backend():
+    mail = alternative_email(
+        from_email="Équipe <news@example.org>",
+        to=["Zoë <zoe@exämple.org>", "plain@example.org"],
+        cc=["c@example.org"],
+        bcc=["Hidden <b@example.org>"],
+    )
+    assert envelope(mail) == (
+        "news@example.org",
+        ["zoe@xn--exmple-cua.org", "plain@example.org", "c@example.org", "b@example.org"],
+    )
+    with pytest.raises(ValueError):
+        envelope(alternative_email(to=["bad@"]))  # as Django refuses it
+
+
+def test_smtp_data_dot_stuffs_and_terminates():
+    assert smtp_data(b"a\r\n.b\r\n..c") == b"a\r\n..b\r\n...c\r\n.\r\n"
+    assert smtp_data(b".first\r\n") == b"..first\r\n.\r\n"
+    assert smtp_data(b"bare\nlf\rcr\r\n.x") == b"bare\r\nlf\r\ncr\r\n..x\r\n.\r\n"
+    assert smtp_data(b"") == b".\r\n"
+
+
+# Transport -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pipelining_server():
+    server = RecordingSMTPServer(extensions=["PIPELINING"]).start()
+    yield server
+    server.stop()
+
+
+def point_django_at(settings, server) -> None:
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = server.host
+    settings.EMAIL_PORT = server.port
+    settings.EMAIL_HOST_USER = ""
+    settings.EMAIL_HOST_PASSWORD = ""
+    settings.EMAIL_USE_TLS = False
+    settings.EMAIL_USE_SSL = False
+    settings.EMAIL_TIMEOUT = 5
+
+
+@pytest.fixture(params=["pipelining", "lock-step"])
+def server(request, settings, smtp_server, pipelining_server):
+    """Each transport test runs against a server announcing PIPELINING and one that does not."""
+    chosen = pipelining_server if request.param == "pipelining" else smtp_server
+    chosen.reset()
+    point_django_at(settings, chosen)
+    yield chosen
+    chosen.reset()
+
+
+def envelopes(count: int, *, start: int = 0) -> list[Envelope]:
+    items = []
+    for index in range(start, start + count):
+        mail = alternative_email(to=[f"user{index}@example.org"], body=f"Body {index}\n.dot\n")
+        items.append(Envelope(*envelope(mail), message_bytes(mail)))
+    return items
+
+
+def test_transport_delivers_every_message_intact(server):
+    items = envelopes(30)
+    with PipelinedSMTPTransport(django_smtp_connector(), connections=3) as transport:
+        results = transport.send_many(iter(items))
+        results += transport.send_many(envelopes(5, start=30))
+    assert results == [None] * 35
+    received = {m.rcpt_tos[0]: m for m in server.messages}
+    assert len(received) == 35
+    for item in items:
+        message = received[item.recipients[0]]
+        assert message.mail_from == item.sender
+        # What arrives, dot-unstuffed by the server, is exactly what was built.
+        assert message.data.replace(b"\r\n", b"\n") == item.data.replace(b"\r\n", b"\n")
+    # Connections are reused across calls: at most one per slot.
+    assert 1 <= server.connections <= 3
+
+
+def test_pipelining_is_used_only_when_announced(server):
+    with PipelinedSMTPTransport(django_smtp_connector(), connections=1) as transport:
+        transport.send_many(envelopes(1))
+        (slot,) = transport._slots
+        assert slot.pipelining is ("PIPELINING" in server.extensions)
+
+
+def test_per_item_errors_are_mapped_and_the_rest_go_through(server):
+    server.reply("user1@example.org", "550 5.1.1 No such user")
+    server.reply("user3@example.org", "451 4.7.1 Greylisted")
+    server.reply("user5@example.org", "554 5.7.1 Content rejected", stage="data")
+    server.reply("user7@example.org", "452 4.3.1 Insufficient storage", stage="data")
+    channel = DjangoEmailChannel()
+    items = []
+    for index in range(10):
+        message = make_message(
+            recipient=Recipient(lms_user_id=index, email_address=f"user{index}@example.org")
+        )
+        items.append((message, render(channel, message)))
+    with channel.open_session() as session:
+        assert isinstance(session, PipelinedEmailSession)
+        results = session.deliver_many(items)
+
+    ok = [i for i, r in enumerate(results) if r is None]
+    assert ok == [0, 2, 4, 6, 8, 9]
+    assert isinstance(results[1], FatalChannelDeliveryError)
+    assert "550 5.1.1 No such user" in str(results[1])
+    assert isinstance(results[3], RecoverableChannelDeliveryError)
+    assert results[3].next_attempt_time > get_current_time()
+    assert "451 4.7.1 Greylisted" in str(results[3])
+    assert isinstance(results[5], FatalChannelDeliveryError)
+    assert "554 5.7.1 Content rejected" in str(results[5])
+    assert isinstance(results[7], RecoverableChannelDeliveryError)
+    assert isinstance(results[1].__cause__, smtplib.SMTPRecipientsRefused)
+    assert sorted(m.rcpt_tos[0] for m in server.messages) == [f"user{i}@example.org" for i in ok]
+    # Refusals reset the transaction (RSET) and keep the connection.
+    assert server.connections <= 4
+
+
+def test_dropped_connection_fails_its_messages_as_recoverable_and_reconnects(server):
+    server.drop("user4@example.org", times=1)
+    with PipelinedSMTPTransport(django_smtp_connector(), connections=2) as transport:
+        results = transport.send_many(envelopes(12))
+    assert isinstance(results[4], smtplib.SMTPServerDisconnected)
+    # Only what was in flight on the dropped connection can fail with it.
+    assert sum(r is not None for r in results) <= 2
+    delivered = {m.rcpt_tos[0] for m in server.messages}
+    assert "user4@example.org" not in delivered
+    assert all(f"user{i}@example.org" in delivered for i, r in enumerate(results) if r is None)
+    assert server.connections >= 3  # two slots, one reopened
+
+
+def test_timeout_is_recoverable(settings, server):
+    settings.EMAIL_TIMEOUT = 0.5
+    server.delay("user1@example.org", 2.0, times=1)
+    channel = DjangoEmailChannel()
+    message = make_message(recipient=Recipient(lms_user_id=1, email_address="user1@example.org"))
+    with channel.open_session() as session:
+        started = time.monotonic()
+        (result,) = session.deliver_many([(message, render(channel, message))])
+    assert time.monotonic() - started < 2.0
+    assert isinstance(result, RecoverableChannelDeliveryError)
+
+
+def test_unreachable_server_fails_every_item_quickly_as_recoverable(settings):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there once closed
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", port, 5
+    channel = DjangoEmailChannel()
+    items = []
+    for index in range(20):
+        message = make_message(
+            recipient=Recipient(lms_user_id=index, email_address=f"u{index}@example.org")
+        )
+        items.append((message, render(channel, message)))
+    started = time.monotonic()
+    with channel.open_session() as session:
+        results = session.deliver_many(items)
+    assert time.monotonic() - started < 2.0
+    assert all(isinstance(r, RecoverableChannelDeliveryError) for r in results)
+    assert all(isinstance(r.__cause__, ConnectionRefusedError) for r in results)
+
+
+def test_transport_rejects_zero_connections():
+    with pytest.raises(ValueError, match="at least 1"):
+        PipelinedSMTPTransport(django_smtp_connector(), connections=0)
+
+
+# The channel's session -----------------------------------------------------------------------
+
+
+def test_session_choice_follows_the_settings(settings, smtp_backend):
+    channel = DjangoEmailChannel()
+    assert isinstance(channel.open_session(), PipelinedEmailSession)
+    settings.ACE_CHANNEL_DJANGO_EMAIL_FAST_SMTP = False
+    assert isinstance(channel.open_session(), DjangoEmailSession)
+    settings.ACE_CHANNEL_DJANGO_EMAIL_FAST_SMTP = True
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    assert isinstance(channel.open_session(), DjangoEmailSession)
+
+
+def test_batch_sender_over_the_fast_path_sends_what_the_channel_builds(settings, server):
+    settings.ACE_CHANNEL_DJANGO_EMAIL_SMTP_CONNECTIONS = 2
+    channel = DjangoEmailChannel()
+    messages = [
+        make_message(
+            recipient=Recipient(lms_user_id=i, email_address=f"user{i}@example.org"),
+            language="fr",
+            options={"headers": {"List-Unsubscribe": f"<https://example.org/u/{i}>"}},
+        )
+        for i in range(8)
+    ]
+    with BatchSender() as sender:
+        outcomes = sender.send(messages)
+    assert [o.status for o in outcomes] == [OutcomeStatus.SENT] * 8
+    assert server.connections <= 2
+    received = {m.rcpt_tos[0]: m for m in server.messages}
+    for message in messages:
+        expected = channel.build_email(message, render(channel, message))
+        got = received[message.recipient.email_address]
+        theirs = parse(expected.message().as_bytes(linesep="\r\n"))
+        assert header_view(got.message) == header_view(theirs)
+        assert parts(got.message) == parts(theirs)
+        assert got.mail_from == "noreply@example.org"
+
+
+def test_invalid_items_are_reported_without_touching_the_network(server):
+    channel = DjangoEmailChannel()
+    good = make_message(recipient=Recipient(lms_user_id=1, email_address="user1@example.org"))
+    no_address = make_message(recipient=Recipient(lms_user_id=2))
+    injected = make_message(
+        recipient=Recipient(lms_user_id=3, email_address="user3@example.org"),
+        options={"headers": {"X-Evil": "a\nBcc: victim@example.org"}},
+    )
+    rendered = render(channel, good)
+    with channel.open_session() as session:
+        results = session.deliver_many(
+            [(good, rendered), (no_address, rendered), (injected, rendered)]
+        )
+    assert results[0] is None
+    assert isinstance(results[1], RecipientAddressMissingError)
+    assert isinstance(results[2], FatalChannelDeliveryError)
+    assert [m.rcpt_tos for m in server.messages] == [["user1@example.org"]]
