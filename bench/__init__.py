@@ -1,0 +1,1 @@
+"""Benchmarks of the campaign send path (see README, "Performance")."""
