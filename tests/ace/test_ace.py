@@ -179,3 +179,19 @@ def test_misconfigured_default_channel_is_an_error_naming_it(stub_email, setting
     settings.ACE_CHANNEL_DEFAULT_EMAIL = "sailthru_emial"
     with pytest.raises(ImproperlyConfigured, match="sailthru_emial"):
         ace.send(make_message())
+
+
+def test_the_readme_example_runs(stub_email):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Using the library (ace)", 1)[1]
+    example = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace: dict = {}
+    exec(example, namespace)
+    (outcome,) = namespace["outcomes"]
+    assert outcome.channel_type is ChannelType.EMAIL
+    assert outcome.message.recipient.email_address == "a_user@example.com"
+    # No my_app templates in the tests: the example's message fails on its templates only.
+    assert outcome.exception_type == "TemplateNotFoundError"
