@@ -196,10 +196,13 @@ class CampaignForm(forms.ModelForm):
         from campaigns.selectors import channel_enabled_choices
 
         super().__init__(*args, **kwargs)
-        self.fields["channels"].choices = channel_enabled_choices()
-        self.fields["language"].choices = language_choices(
-            "The recipient's language, else the message type's default"
-        )
+        # Fields are missing when the admin shows a campaign past approval read-only.
+        if "channels" in self.fields:
+            self.fields["channels"].choices = channel_enabled_choices()
+        if "language" in self.fields:
+            self.fields["language"].choices = language_choices(
+                "The recipient's language, else the message type's default"
+            )
         if self.instance.pk is None:
             self.initial.setdefault("channels", [ChannelChoice.EMAIL.value])
         # Show the stored UTC time in the campaign's own time zone (see clean_scheduled_at).
