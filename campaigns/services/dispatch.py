@@ -391,8 +391,9 @@ def _claim(
     recipients: dict[str, ResolvedRecipient],
     channels: Sequence[str],
     exclude_previous: bool,
-) -> list[_Row] | None:
-    """Claim the batch (once) and insert its delivery rows; None if it was claimed before.
+) -> list[_Row] | str | None:
+    """Claim the batch (once) and insert its delivery rows; None if it was claimed before,
+    the run's status if the run is no longer active.
 
     In the same transaction the run's total is corrected for ids that no longer resolve or
     share a key with another id (``expected`` was counted by ``start_run``), and rows skipped
@@ -400,6 +401,15 @@ def _claim(
     """
     now = timezone.now()
     with transaction.atomic():
+        # Lock the run row so a pause or cancel (which lock it too) is either seen here or
+        # sees these rows: a cancelled run never gets QUEUED rows after its sweep.
+        status = (
+            CampaignRun.objects.select_for_update(no_key=True)
+            .values_list("status", flat=True)
+            .get(pk=run.pk)
+        )
+        if status not in ACTIVE:
+            return status
         if not RunBatch.objects.filter(pk=batch_id, run=run, claimed_at__isnull=True).update(
             claimed_at=now
         ):
@@ -609,6 +619,8 @@ def batch_deliver(
             channels=batch.channels,
             exclude_previous=batch.campaign.exclude_previous_recipients,
         )
+    if isinstance(rows, str):
+        return _stopped(batch, rows, batch.recipient_ids)
     if rows is None:
         rows = _read_back(run, batch.recipients)
     candidates = _sort_rows(batch, rows)
@@ -826,6 +838,9 @@ def _stopped(batch: _Batch, status: str, ids: list[int]) -> BatchOutcome:
     (under the run lock, so a concurrent resume cannot miss it); resumed meanwhile: go on
     later with the same ids; cancelled or finished: nothing to do."""
     batch.outcome.stopped = str(status)
+    if status == RunStatus.CANCELLED:
+        # A retry recorded while the run was being cancelled may have put rows back to QUEUED.
+        batch.outcome.counts += _skip_queued(batch.run.pk)
     if status != RunStatus.PAUSED or batch.batch_id is None:
         return batch.outcome
     with transaction.atomic():
@@ -902,15 +917,24 @@ def run_cancel(*, run: CampaignRun) -> int:
         locked.status = RunStatus.CANCELLED
         locked.finished_at = timezone.now()
         locked.save(update_fields=["status", "finished_at"])
-        skipped = Delivery.objects.filter(run=locked, status=DeliveryStatus.QUEUED).update(
+    run.status = locked.status
+    # A second transaction, not holding the run row: a batch recording outcomes locks rows
+    # first and the run row last, so holding both here could deadlock with it.
+    return _skip_queued(run.pk)[DeliveryStatus.SKIPPED]
+
+
+def _skip_queued(run_id: int) -> Counter:
+    """QUEUED rows of a cancelled run -> SKIPPED (one UPDATE), counted on the run."""
+    with transaction.atomic():
+        skipped = Delivery.objects.filter(run_id=run_id, status=DeliveryStatus.QUEUED).update(
             status=DeliveryStatus.SKIPPED,
             reason=REASON_CANCELLED,
             next_attempt_at=None,
             updated_at=timezone.now(),
         )
-        _increment(locked.pk, Counter({DeliveryStatus.SKIPPED: skipped}))
-    run.status = locked.status
-    return skipped
+        counts = Counter({DeliveryStatus.SKIPPED: skipped}) if skipped else Counter()
+        _increment(run_id, counts)
+    return counts
 
 
 def run_resend_unknown(*, run: CampaignRun, user: Any) -> int:
@@ -999,8 +1023,11 @@ def campaign_cancel(*, campaign: Campaign) -> int:
         campaign_transition(campaign=campaign, to=Campaign.Status.CANCELLED)
         campaign_schedule_delete(campaign=campaign)
         runs = list(CampaignRun.objects.filter(campaign=campaign, status__in=UNFINISHED))
-        for run in runs:
-            run_cancel(run=run)
+        CampaignRun.objects.filter(pk__in=[run.pk for run in runs]).update(
+            status=RunStatus.CANCELLED, finished_at=timezone.now()
+        )
+    for run in runs:  # after the commit: see run_cancel
+        _skip_queued(run.pk)
     return len(runs)
 
 

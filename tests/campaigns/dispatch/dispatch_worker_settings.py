@@ -16,3 +16,10 @@ EMAIL_USE_SSL = False
 EMAIL_TIMEOUT = 10
 # Recoverable SMTP errors: retry after a second (doubled per attempt), not a minute.
 ACE_CHANNEL_DJANGO_EMAIL_RETRY_DELAY = env.float("ACE_CHANNEL_DJANGO_EMAIL_RETRY_DELAY", default=1)
+# A killed worker's unacknowledged tasks come back after the visibility timeout; sweep for them
+# every second instead of kombu's default ~100 s, so the crash test stays short.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=10),
+    "unacked_restore_interval": 1,
+    "unacked_restore_throttle": 1,
+}
