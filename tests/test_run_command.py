@@ -261,6 +261,21 @@ def test_run_command_uses_env_credentials_and_stops_all_when_one_process_dies(st
     assert site.alive_processes() == []
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_processes_stop_by_themselves_when_the_run_command_is_killed(start_site) -> None:
+    site = start_site()
+    site.wait_for(r"==> The site is running at", START_TIMEOUT)
+    processes = site.remember_processes()
+    assert len(processes) >= 7
+
+    site.process.kill()  # no chance to clean up: the children must notice on their own
+    site.process.wait(timeout=10)
+    deadline = time.monotonic() + 60
+    while site.alive_processes() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert site.alive_processes() == []
+
+
 def test_run_command_refuses_a_busy_port_before_doing_anything(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -16,3 +16,8 @@ STORAGES = {
 }
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
+# Serve static files straight from the apps, as in development, so live-server and browser tests
+# get the admin's CSS and JS without a collectstatic step (and whitenoise has no missing
+# STATIC_ROOT to warn about).
+WHITENOISE_AUTOREFRESH = True
+WHITENOISE_USE_FINDERS = True
