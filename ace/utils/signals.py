@@ -56,6 +56,8 @@ def message_payload(channel: Channel | None, message: Message) -> dict[str, Any]
 
 def send_ace_message_sent_signal(channel: Channel | None, message: Message) -> None:
     """Send ``ACE_MESSAGE_SENT`` for a message delivered on ``channel``."""
+    if not ACE_MESSAGE_SENT.has_listeners(channel):
+        return  # nobody listens: skip building the payload (once per message in a batch)
     ACE_MESSAGE_SENT.send(sender=channel, message=message_payload(channel, message))
 
 
@@ -63,6 +65,8 @@ def send_ace_message_failed_signal(
     channel: Channel | None, message: Message, outcome: DeliveryOutcome
 ) -> None:
     """Send ``ACE_MESSAGE_FAILED`` for a delivery that ended without sending."""
+    if not ACE_MESSAGE_FAILED.has_listeners(channel):
+        return
     payload = message_payload(channel, message)
     payload.update(
         make_serializable_object(
