@@ -1,0 +1,634 @@
+"""End-to-end benchmark of a campaign send, with the reference edx-ace beside it.
+
+For each audience size it seeds N users (COPY), creates the message type, audience and campaign,
+starts a Celery worker (prefork, 2 processes) on Redis, fires the schedule (enqueues
+``start_run`` as django-celery-beat does), waits until the run is COMPLETED and prints:
+
+* messages per second (first enqueue to the run's ``finished_at``), with the delivery log check;
+* the worker's peak RSS (psutil over the worker's process tree: largest process and total);
+* SQL queries per message (every query of the worker's connections, counted in-process);
+* the SMTP sink's own ceiling (``smtp-source`` against the same ``smtp-sink``);
+* the reference (``edx-ace`` from PyPI, ``ace.send`` per message, Django's SMTP backend) in the
+  same run, and the ratio.
+
+``--profile N`` runs the same pipeline in one process (Celery eager) with timers around each
+stage and prints the per-message cost of resolve, personalize, policy, render, MIME, SMTP and
+log (the delivery-log queries), so the next bottleneck is obvious.
+
+    .venv/bin/python -m bench.run_benchmark --recipients 10000 100000
+    .venv/bin/python -m bench.run_benchmark --profile 10000 --recipients
+
+Needs PostgreSQL, Redis and Postfix's ``smtp-sink``/``smtp-source`` (Debian: ``apt-get install
+postfix``); the reference needs ``bench/setup_reference.sh`` once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+REFERENCE_PYTHON = BENCH_DIR / ".venv-ref" / "bin" / "python"
+RESULTS_DIR = BENCH_DIR / "results"
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/ace_bench"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/7"
+SINK_SESSIONS = 10
+
+# Targets from the issue, checked in the summary.
+TARGET_RATE = 1000
+TARGET_RATIO = 5.0
+TARGET_QUERIES = 0.05
+TARGET_RSS_MB = 150
+TARGET_RSS_SPREAD = 0.10
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# Services ------------------------------------------------------------------------------------
+
+
+class Sink:
+    """Postfix's smtp-sink on a loopback port (accepts and discards, announces PIPELINING)."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+        if not Path(binary).exists():
+            raise SystemExit(
+                "smtp-sink not found: install Postfix (Debian: apt-get install postfix)"
+            )
+        self.port = free_port()
+        command = [binary, f"127.0.0.1:{self.port}", "1024"]
+        if os.geteuid() == 0:
+            command[1:1] = ["-u", "nobody"]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+                return
+            time.sleep(0.05)
+        raise SystemExit("smtp-sink did not start")
+
+    def ceiling(self, messages: int = 50_000, size: int = 5000) -> float | None:
+        """Messages/s the sink absorbs from Postfix's C client (``smtp-source``, 10 sessions,
+        connections reused, ``size``-byte messages)."""
+        binary = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
+        if not Path(binary).exists():
+            return None
+        command = [binary, "-d", "-s", str(SINK_SESSIONS), "-m", str(messages), "-l", str(size)]
+        started = time.perf_counter()
+        subprocess.run(
+            [*command, f"127.0.0.1:{self.port}"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        return messages / (time.perf_counter() - started)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def ensure_database(url: str) -> None:
+    """Create the benchmark's database if it does not exist."""
+    import environ
+    import psycopg
+    from psycopg import sql
+
+    config = environ.Env.db_url_config(url)
+    admin = psycopg.connect(
+        host=config["HOST"] or None,
+        port=config["PORT"] or None,
+        user=config["USER"] or None,
+        password=config["PASSWORD"] or None,
+        dbname="postgres",
+        autocommit=True,
+    )
+    with admin:
+        exists = admin.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [config["NAME"]]
+        ).fetchone()
+        if not exists:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(config["NAME"])))
+
+
+def setup_django(args: argparse.Namespace, smtp_port: int) -> None:
+    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
+    os.environ.update(worker_env(args, smtp_port))
+    os.environ.pop("BENCH_COUNT_QUERIES", None)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+def worker_env(args: argparse.Namespace, smtp_port: int) -> dict[str, str]:
+    return {
+        "DJANGO_SETTINGS_MODULE": "bench.settings",
+        "BENCH_DATABASE_URL": args.database_url,
+        "BENCH_REDIS_URL": args.redis_url,
+        "BENCH_SMTP_PORT": str(smtp_port),
+        "BENCH_SMTP_CONNECTIONS": str(args.smtp_connections),
+        "BENCH_FAST_SMTP": "0" if args.plain_smtp else "1",
+        "CAMPAIGNS_BATCH_SIZE": str(args.batch_size),
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+# Data ----------------------------------------------------------------------------------------
+
+
+def reset_and_seed(count: int) -> None:
+    """Empty the users and campaign tables, then COPY ``count`` active users."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from bench import workload
+
+    with connection.cursor() as cursor:
+        tables = [
+            "campaigns_delivery",
+            "campaigns_runbatch",
+            "campaigns_campaignrun",
+            "campaigns_campaign",
+            "campaigns_recipientsource",
+            "campaigns_optout",
+            "campaigns_policytoggle",
+            "campaigns_messagetypedefinition",
+            "auth_user",
+        ]
+        existing = set(connection.introspection.table_names(cursor))
+        names = ", ".join(t for t in tables if t in existing)
+        cursor.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+        now = timezone.now()
+        columns = (
+            "password, last_login, is_superuser, username, first_name, last_name, email, "
+            "is_staff, is_active, date_joined"
+        )
+        with cursor.cursor.copy(f"COPY auth_user ({columns}) FROM STDIN") as copy:
+            for index in range(count):
+                copy.write_row(
+                    (
+                        "!",
+                        None,
+                        False,
+                        f"learner{index}",
+                        f"Learner{index}",
+                        "Bench",
+                        workload.recipient_email(index),
+                        False,
+                        True,
+                        now,
+                    )
+                )
+        cursor.execute("ANALYZE auth_user")
+
+
+def create_campaign() -> int:
+    """The message type (code-defined, file templates), the audience and a scheduled campaign."""
+    from bench import workload
+    from campaigns.models import Campaign, MessageTypeDefinition, RecipientSource
+
+    definition = MessageTypeDefinition.objects.create(
+        app_label=workload.APP_LABEL,
+        name=workload.MESSAGE_NAME,
+        source=MessageTypeDefinition.Source.CODE,
+        code_path="bench.message_types.BenchMail",
+        default_language=workload.LANGUAGE,
+    )
+    source = RecipientSource.objects.create(name="All learners", resolver="all_active_users")
+    campaign = Campaign.objects.create(
+        name="Weekly picks (benchmark)",
+        message_type=definition,
+        recipient_source=source,
+        context=workload.CAMPAIGN_CONTEXT,
+        channels=["email"],
+        language=workload.LANGUAGE,
+        status=Campaign.Status.SCHEDULED,
+        schedule_kind=Campaign.ScheduleKind.NOW,
+    )
+    return campaign.pk
+
+
+# The worker ------------------------------------------------------------------------------------
+
+
+class Worker:
+    """``celery worker`` (prefork) with query counting on, and a thread sampling its RSS."""
+
+    def __init__(self, args: argparse.Namespace, smtp_port: int, log_path: Path) -> None:
+        env = {**os.environ, **worker_env(args, smtp_port), "BENCH_COUNT_QUERIES": "1"}
+        command = [
+            str(Path(sys.executable).parent / "celery"),
+            "-A",
+            "config",
+            "worker",
+            "--pool",
+            "prefork",
+            "--concurrency",
+            str(args.concurrency),
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--loglevel",
+            "WARNING",
+            "-n",
+            f"bench-{os.getpid()}@%h",
+        ]
+        self.log_file = log_path.open("w")
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=self.log_file, stderr=subprocess.STDOUT
+        )
+        self.peak_process = 0
+        self.peak_total = 0
+        self.peak_children: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        from config.celery import app
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(f"The worker exited early; see {self.log_file.name}")
+            if app.control.ping(timeout=0.5):
+                self._sampler.start()
+                return
+        raise SystemExit("The worker did not answer a ping")
+
+    def _sample(self) -> None:
+        import psutil
+
+        root = psutil.Process(self.process.pid)
+        while not self._stop.is_set():
+            try:
+                procs = [root, *root.children(recursive=True)]
+                sizes = {}
+                for proc in procs:
+                    with contextlib.suppress(psutil.Error):
+                        sizes[proc.pid] = proc.memory_info().rss
+            except psutil.Error:
+                return
+            if sizes:
+                self.peak_process = max(self.peak_process, *sizes.values())
+                self.peak_total = max(self.peak_total, sum(sizes.values()))
+                for pid, rss in sizes.items():
+                    if pid != root.pid:
+                        self.peak_children[pid] = max(self.peak_children.get(pid, 0), rss)
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._sampler.is_alive():
+            self._sampler.join(timeout=5)
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log_file.close()
+
+
+def redis_client(url: str) -> Any:
+    import redis
+
+    return redis.Redis.from_url(url)
+
+
+def run_once(args: argparse.Namespace, count: int, sink: Sink) -> dict[str, Any]:
+    """One end-to-end run for ``count`` recipients."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from bench.apps import QUERIES_KEY, TASKS_KEY
+    from campaigns.models import CampaignRun
+    from campaigns.tasks import start_run
+
+    log(f"-- {count:,} recipients: seeding")
+    reset_and_seed(count)
+    campaign_id = create_campaign()
+    redis = redis_client(args.redis_url)
+    redis.flushdb()  # our own Redis database: broker queues, rate limits, counters
+    connection.close()
+
+    RESULTS_DIR.mkdir(exist_ok=True)
+    worker = Worker(args, sink.port, RESULTS_DIR / f"worker-{count}.log")
+    try:
+        worker.wait_ready()
+        due_at = timezone.now()
+        log(f"-- {count:,} recipients: schedule fired, sending")
+        start_run.apply_async(kwargs={"campaign_id": campaign_id, "due_at": due_at.isoformat()})
+        deadline = time.monotonic() + args.timeout
+        run = None
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            run = CampaignRun.objects.filter(campaign_id=campaign_id).first()
+            if run is not None and run.status in ("completed", "failed", "cancelled"):
+                break
+        else:
+            raise SystemExit(f"Run not finished after {args.timeout} s: {run and run.status}")
+        # The last task's counters are flushed right after it returns.
+        tasks = -1
+        for _ in range(50):
+            time.sleep(0.1)
+            now_tasks = int(redis.get(TASKS_KEY) or 0)
+            if now_tasks == tasks:
+                break
+            tasks = now_tasks
+    finally:
+        worker.stop()
+    queries = int(redis.get(QUERIES_KEY) or 0)
+    statuses = _status_counts(run)
+    seconds = (run.finished_at - due_at).total_seconds()
+    return {
+        "recipients": count,
+        "status": run.status,
+        "deliveries": statuses,
+        "sent": run.sent,
+        "seconds": round(seconds, 2),
+        "per_second": round(run.sent / seconds, 1) if seconds > 0 else None,
+        "tasks": tasks,
+        "queries": queries,
+        "queries_per_message": round(queries / max(run.sent, 1), 4),
+        "peak_rss_process_mb": round(worker.peak_process / 2**20, 1),
+        "peak_rss_children_mb": sorted(round(v / 2**20, 1) for v in worker.peak_children.values()),
+        "peak_rss_tree_mb": round(worker.peak_total / 2**20, 1),
+    }
+
+
+def _status_counts(run: Any) -> dict[str, int]:
+    from django.db.models import Count
+
+    from campaigns.models import Delivery
+
+    return {
+        row["status"]: row["n"]
+        for row in Delivery.objects.filter(run=run).values("status").annotate(n=Count("id"))
+    }
+
+
+# The reference -------------------------------------------------------------------------------
+
+
+def run_reference(args: argparse.Namespace, sink: Sink) -> dict[str, Any] | None:
+    if args.reference_count <= 0:
+        return None
+    if not REFERENCE_PYTHON.exists():
+        log("!! bench/.venv-ref is missing: run bench/setup_reference.sh to measure edx-ace")
+        return None
+    log(f"-- reference: edx-ace, {args.reference_count:,} messages over SMTP")
+    command = [
+        str(REFERENCE_PYTHON),
+        str(BENCH_DIR / "reference_send.py"),
+        "--count",
+        str(args.reference_count),
+        "--smtp",
+        f"127.0.0.1:{sink.port}",
+    ]
+    done = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# Profile mode --------------------------------------------------------------------------------
+
+
+class StageTimer:
+    """Exclusive (self) time per stage: a nested stage's time is not counted in its parent."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+        self._stack: list[list[Any]] = []
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        frame = [name, time.perf_counter(), 0.0]
+        self._stack.append(frame)
+        try:
+            yield
+        finally:
+            self._stack.pop()
+            elapsed = time.perf_counter() - frame[1]
+            self.totals[name] = self.totals.get(name, 0.0) + elapsed - frame[2]
+            if self._stack:
+                self._stack[-1][2] += elapsed
+
+    def wrap(self, owner: Any, attribute: str, name: str) -> None:
+        original = getattr(owner, attribute)
+        timer = self
+
+        if isinstance(owner, type) and isinstance(owner.__dict__.get(attribute), staticmethod):
+
+            def static(*args: Any, **kwargs: Any) -> Any:
+                with timer.stage(name):
+                    return original(*args, **kwargs)
+
+            setattr(owner, attribute, staticmethod(static))
+            return
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with timer.stage(name):
+                return original(*args, **kwargs)
+
+        wrapper.__wrapped__ = original  # type: ignore[attr-defined]
+        setattr(owner, attribute, wrapper)
+
+
+def instrument(timer: StageTimer) -> None:
+    """Put timers around each stage of the batch path (monkeypatching, profile mode only)."""
+    import ace.batch
+    import ace.channel.django_email
+    import ace.channel.mime_fast
+    import ace.channel.smtp_fast
+    import ace.policy
+    import ace.renderers
+    import ace.utils.signals
+    import campaigns.resolvers
+    import campaigns.services.dispatch as dispatch
+
+    timer.wrap(campaigns.resolvers.QuerySetResolver, "recipients_for_ids", "resolve")
+    timer.wrap(campaigns.resolvers.QuerySetResolver, "iter_id_chunks", "resolve")
+    timer.wrap(dispatch, "_personalize", "personalize")
+    timer.wrap(dispatch, "policies_prefetched", "policy")
+    timer.wrap(ace.policy, "evaluate", "policy")
+    timer.wrap(ace.renderers.AbstractRenderer, "render_templates", "render")
+    timer.wrap(ace.channel.django_email.DjangoEmailChannel, "build_email", "MIME")
+    timer.wrap(ace.channel.mime_fast, "message_bytes", "MIME")
+    timer.wrap(ace.channel.mime_fast, "envelope", "MIME")
+    timer.wrap(ace.channel.smtp_fast.PipelinedSMTPTransport, "send_many", "SMTP")
+    timer.wrap(ace.channel.smtp_fast.PipelinedSMTPTransport, "close", "SMTP")
+    for name in ("_claim", "_read_back", "_mark_sending", "_transition", "run_complete_if_done"):
+        timer.wrap(dispatch, name, "log")
+    timer.wrap(ace.batch, "send_ace_message_sent_signal", "signals")
+
+
+def run_profile(args: argparse.Namespace, count: int) -> dict[str, Any]:
+    """The pipeline in this process (eager Celery), timed per stage."""
+    from django.db import connection, reset_queries
+    from django.test.utils import CaptureQueriesContext
+
+    from campaigns.services.dispatch import run_start
+    from config.celery import app
+
+    app.conf.task_always_eager = True  # batches run inline, in this process
+    reset_and_seed(count)
+    campaign_id = create_campaign()
+    redis_client(args.redis_url).flushdb()
+    timer = StageTimer()
+    instrument(timer)
+    reset_queries()
+    log(f"-- profile: {count:,} recipients in one process")
+    with CaptureQueriesContext(connection) as queries:
+        started = time.perf_counter()
+        with timer.stage("other"):
+            run = run_start(campaign_id=campaign_id, due_at=dt.datetime.now(dt.UTC))
+        seconds = time.perf_counter() - started
+    app.conf.task_always_eager = False
+    run.refresh_from_db()
+    per_message = {
+        stage: round(total / max(run.sent, 1) * 1e6, 1)
+        for stage, total in sorted(timer.totals.items(), key=lambda kv: -kv[1])
+    }
+    return {
+        "recipients": count,
+        "status": run.status,
+        "sent": run.sent,
+        "seconds": round(seconds, 2),
+        "per_second_one_process": round(run.sent / seconds, 1),
+        "queries": len(queries),
+        "queries_per_message": round(len(queries) / max(run.sent, 1), 4),
+        "microseconds_per_message": per_message,
+    }
+
+
+# Main ----------------------------------------------------------------------------------------
+
+
+def summarize(results: dict[str, Any]) -> str:
+    lines = []
+    sink = results.get("sink_ceiling_per_second")
+    ref = results.get("reference")
+    if sink:
+        lines.append(
+            f"SMTP sink ceiling (smtp-source, {SINK_SESSIONS} sessions): {sink:,.0f} msg/s"
+        )
+    if ref:
+        lines.append(
+            f"Reference {ref['library']} (ace.send per message, SMTP): "
+            f"{ref['per_second']:,.1f} msg/s over {ref['messages']:,} messages"
+        )
+    runs = results.get("runs", [])
+    for run in runs:
+        ratio = f", {run['per_second'] / ref['per_second']:.1f}x the reference" if ref else ""
+        lines.append(
+            f"{run['recipients']:>7,} recipients: {run['per_second']:,.1f} msg/s{ratio} "
+            f"({run['sent']:,} sent in {run['seconds']} s, {run['tasks']} tasks); "
+            f"{run['queries_per_message']} queries/message; peak RSS "
+            f"{run['peak_rss_process_mb']} MB per process (pool: {run['peak_rss_children_mb']}), "
+            f"{run['peak_rss_tree_mb']} MB worker tree"
+        )
+    if len(runs) >= 2:
+        low, high = runs[0]["peak_rss_process_mb"], runs[-1]["peak_rss_process_mb"]
+        lines.append(
+            f"Peak RSS growth {runs[0]['recipients']:,} -> {runs[-1]['recipients']:,}: "
+            f"{(high - low) / low * 100:+.1f} %"
+        )
+    stages = results.get("stages_microseconds_per_message")
+    if stages:
+        lines.append("Stages in isolation, one process, per message:")
+        for stage, micros in stages.items():
+            unit = "" if "size" in stage else " us"
+            lines.append(f"    {stage:<45} {micros:>9.1f}{unit}")
+    profile = results.get("profile")
+    if profile:
+        lines.append(
+            f"Profile ({profile['recipients']:,} recipients, one process, eager): "
+            f"{profile['per_second_one_process']:,.1f} msg/s; per message:"
+        )
+        for stage, micros in profile["microseconds_per_message"].items():
+            lines.append(f"    {stage:<12} {micros:>8.1f} us")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipients", type=int, nargs="*", default=[10_000, 100_000])
+    parser.add_argument("--profile", type=int, default=0, help="profile mode with N recipients")
+    parser.add_argument("--stages", type=int, default=0, help="per-stage micro-benchmarks (N)")
+    parser.add_argument("--reference-count", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--smtp-connections", type=int, default=4)
+    parser.add_argument("--plain-smtp", action="store_true", help="one smtplib connection")
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument(
+        "--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
+    )
+    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL))
+    parser.add_argument("--timeout", type=float, default=1800)
+    args = parser.parse_args(argv)
+
+    ensure_database(args.database_url)
+    sink = Sink()
+    results: dict[str, Any] = {
+        "command": " ".join(
+            [Path(sys.executable).name, "-m", "bench.run_benchmark", *sys.argv[1:]]
+        ),
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "settings": {
+            "concurrency": args.concurrency,
+            "smtp_connections": 0 if args.plain_smtp else args.smtp_connections,
+            "batch_size": args.batch_size,
+        },
+    }
+    try:
+        setup_django(args, sink.port)
+        log("-- measuring the sink's ceiling")
+        results["sink_ceiling_per_second"] = round(sink.ceiling() or 0)
+        results["reference"] = run_reference(args, sink)
+        if args.stages:
+            from bench.stages import run_stages
+
+            results["stages_microseconds_per_message"] = run_stages(args.stages)
+        if args.profile:
+            results["profile"] = run_profile(args, args.profile)
+        if args.recipients:
+            results["runs"] = [run_once(args, count, sink) for count in args.recipients]
+    finally:
+        sink.stop()
+    RESULTS_DIR.mkdir(exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    (RESULTS_DIR / f"benchmark-{stamp}.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    print(summarize(results))
+
+
+if __name__ == "__main__":
+    main()
