@@ -176,7 +176,7 @@ STORAGES = {
 # Email
 # ------------------------------------------------------------------------------
 # EMAIL_URL (e.g. smtp+tls://user:pass@host:587) wins; else EMAIL_BACKEND; else mail is
-# captured as .eml files under var/mail where an operator can read it.
+# written as text files under var/mail (one per connection) where an operator can read it.
 # https://django-environ.readthedocs.io/en/latest/types.html#environ-env-email-url
 EMAIL_FILE_PATH = env.str("EMAIL_FILE_PATH", default=str(VAR_DIR / "mail"))
 if env.str("EMAIL_URL", default=""):
