@@ -14,6 +14,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.db import models
 from django.db.models.functions import Lower
 from import_export import fields, resources
 
@@ -212,9 +213,49 @@ class RecipientListEntryResource(resources.ModelResource):
 
 # Delivery log (camp-admin) --------------------------------------------------------------------
 
+#: Export column -> the ``values()`` key it is read from (one joined query per chunk).
+DELIVERY_COLUMNS: dict[str, str] = {
+    "id": "id",
+    "campaign_id": "run__campaign_id",
+    "campaign": "run__campaign__name",
+    "run": "run_id",
+    "run_due_at": "run__due_at",
+    "send_uuid": "send_uuid",
+    "message_uuid": "message_uuid",
+    "recipient_key": "recipient_key",
+    "user_id": "user_id",
+    "email": "email",
+    "channel": "channel",
+    "status": "status",
+    "attempts": "attempts",
+    "reason": "reason",
+    "exception_type": "exception_type",
+    "created_at": "created_at",
+    "sent_at": "sent_at",
+    "updated_at": "updated_at",
+    "next_attempt_at": "next_attempt_at",
+}
+
+
+def _delivery_cell(value: Any, native: bool) -> Any:
+    """Datetimes in UTC (ISO 8601 text, or naive UTC for spreadsheets), UUIDs as text."""
+    if value is None:
+        return "" if not native else None
+    if isinstance(value, dt.datetime):
+        utc = value.astimezone(dt.UTC)
+        return utc.replace(tzinfo=None) if native else utc.isoformat()
+    if isinstance(value, (int, float, str)):
+        return value
+    return str(value)
+
 
 class DeliveryResource(resources.ModelResource):
-    """Export of the delivery log: one row per (run, recipient, channel), with the campaign."""
+    """Export of the delivery log: one row per (run, recipient, channel), with the campaign.
+
+    Rows are read with ``values()`` in chunks (no model instances, no per-row queries) and
+    turned into cells directly instead of through per-field widgets: 100k rows export in
+    seconds, in constant memory.
+    """
 
     campaign_id = fields.Field(attribute="run__campaign_id", column_name="campaign_id")
     campaign = fields.Field(attribute="run__campaign__name", column_name="campaign")
@@ -222,43 +263,36 @@ class DeliveryResource(resources.ModelResource):
 
     class Meta:
         model = Delivery
-        fields = (
-            "id",
-            "campaign_id",
-            "campaign",
-            "run",
-            "run_due_at",
-            "send_uuid",
-            "message_uuid",
-            "recipient_key",
-            "user_id",
-            "email",
-            "channel",
-            "status",
-            "attempts",
-            "reason",
-            "exception_type",
-            "created_at",
-            "sent_at",
-            "updated_at",
-            "next_attempt_at",
-        )
-        export_order = fields
+        fields = tuple(DELIVERY_COLUMNS)
+        export_order = tuple(DELIVERY_COLUMNS)
         chunk_size = 2000
 
-    @staticmethod
-    def optimize(queryset):
-        """One query per chunk: join the run and campaign, load only exported columns."""
-        return queryset.select_related("run", "run__campaign").only(
-            *[
-                f
-                for f in DeliveryResource.Meta.fields
-                if f not in ("campaign_id", "campaign", "run_due_at")
-            ],
-            "run__due_at",
-            "run__campaign__id",
-            "run__campaign__name",
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._columns_cache: dict[tuple, list[str]] = {}
+
+    def export_columns(self, selected_fields=None) -> list[str]:
+        """The exported column names, in order (all, or the ones chosen in the export form)."""
+        key = tuple(selected_fields or ())
+        if key not in self._columns_cache:
+            self._columns_cache[key] = [
+                f.column_name for f in self.get_export_fields(selected_fields)
+            ]
+        return self._columns_cache[key]
+
+    def iter_queryset(self, queryset):
+        if not isinstance(queryset, models.QuerySet):
+            yield from super().iter_queryset(queryset)
+            return
+        yield from queryset.values(*DELIVERY_COLUMNS.values()).iterator(
+            chunk_size=self.get_chunk_size()
         )
 
-    def get_queryset(self):
-        return self.optimize(super().get_queryset())
+    def export_resource(self, instance, selected_fields=None, **kwargs: Any):
+        if not isinstance(instance, dict):  # a model instance: import-export's generic path
+            return super().export_resource(instance, selected_fields, **kwargs)
+        native = bool(kwargs.get("force_native_type"))
+        return [
+            _delivery_cell(instance[DELIVERY_COLUMNS[column]], native)
+            for column in self.export_columns(selected_fields)
+        ]

@@ -128,10 +128,13 @@ def test_xlsx_export(client, auditor, log):
     client.force_login(auditor)
     response = _export(client, 1)
     assert response.status_code == 200
-    sheet = openpyxl.load_workbook(io.BytesIO(response.content)).active
+    content = b"".join(response.streaming_content)
+    sheet = openpyxl.load_workbook(io.BytesIO(content)).active
     header = [cell.value for cell in sheet[1]]
     assert "campaign" in header and "email" in header
     assert sheet.max_row == 4
+    emails = {row[header.index("email")] for row in sheet.iter_rows(min_row=2, values_only=True)}
+    assert "=cmd|' /C calc'!A0" in emails  # kept as text, not a formula
 
 
 def test_export_needs_view_permission(client, bare_staff, log):
@@ -146,3 +149,6 @@ def test_export_queries_are_constant(log, django_assert_max_num_queries):
     with django_assert_max_num_queries(3):
         dataset = resource.export()
     assert len(dataset) == 53
+    row = dict(zip(dataset.headers, dataset[-1], strict=True))
+    assert row["campaign"] == log["ada"].run.campaign.name
+    assert row["sent_at"].endswith("+00:00")  # ISO 8601, UTC
