@@ -195,3 +195,13 @@ def test_readme_documents_every_variable_the_settings_read() -> None:
     assert {"DATABASE_URL", "CELERY_BROKER_URL", "EMAIL_URL", "DJANGO_SECRET_KEY"} <= names
     missing = sorted(name for name in names if f"`{name}`" not in readme)
     assert not missing, f"add these to the README's configuration table: {missing}"
+
+
+def test_default_mail_is_captured_in_files_an_operator_can_read(tmp_path: Path) -> None:
+    env = clean_env(VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="config.settings.local")
+    result = manage(env, "sendtestemail", "someone@example.org")
+    assert result.returncode == 0, result.stderr
+    captured = list((tmp_path / "mail").glob("*.log"))
+    assert len(captured) == 1
+    text = captured[0].read_text()
+    assert "To: someone@example.org" in text and "Subject: Test email from" in text
