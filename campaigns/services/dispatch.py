@@ -302,7 +302,7 @@ def run_fail(*, run: CampaignRun, error: str) -> None:
 # Completion ----------------------------------------------------------------------------------
 
 
-def run_complete_if_done(*, run_id: int) -> bool:
+def run_complete_if_done(*, run_id: int, campaign_id: int | None = None) -> bool:
     """COMPLETED if resolution is done, every batch claimed and every delivery terminal.
 
     One conditional UPDATE, safe to call from every batch at once.
@@ -318,7 +318,8 @@ def run_complete_if_done(*, run_id: int) -> bool:
         .update(status=RunStatus.COMPLETED, finished_at=timezone.now())
     )
     if done:
-        campaign_id = CampaignRun.objects.values_list("campaign_id", flat=True).get(pk=run_id)
+        if campaign_id is None:
+            campaign_id = CampaignRun.objects.values_list("campaign_id", flat=True).get(pk=run_id)
         _campaign_after_run(campaign_id=campaign_id)
     return bool(done)
 
@@ -391,9 +392,8 @@ def _claim(
     recipients: dict[str, ResolvedRecipient],
     channels: Sequence[str],
     exclude_previous: bool,
-) -> list[_Row] | str | None:
-    """Claim the batch (once) and insert its delivery rows; None if it was claimed before,
-    the run's status if the run is no longer active.
+) -> list[_Row] | None:
+    """Claim the batch (once) and insert its delivery rows; None if it was claimed before.
 
     In the same transaction the run's total is corrected for ids that no longer resolve or
     share a key with another id (``expected`` was counted by ``start_run``), and rows skipped
@@ -401,15 +401,8 @@ def _claim(
     """
     now = timezone.now()
     with transaction.atomic():
-        # Lock the run row so a pause or cancel (which lock it too) is either seen here or
-        # sees these rows: a cancelled run never gets QUEUED rows after its sweep.
-        status = (
-            CampaignRun.objects.select_for_update(no_key=True)
-            .values_list("status", flat=True)
-            .get(pk=run.pk)
-        )
-        if status not in ACTIVE:
-            return status
+        # No lock on the run: if it is cancelled meanwhile, these QUEUED rows are never marked
+        # SENDING (that UPDATE checks the run) and the batch stopping sweeps them to SKIPPED.
         if not RunBatch.objects.filter(pk=batch_id, run=run, claimed_at__isnull=True).update(
             claimed_at=now
         ):
@@ -457,7 +450,10 @@ def _transition(
     sent = [pk for pk, change in changes.items() if change.status == DeliveryStatus.SENT]
     others = {pk: change for pk, change in changes.items() if change.status != DeliveryStatus.SENT}
     with transaction.atomic():
-        if sent:
+        if sent and connection.vendor == "postgresql":
+            # The common case in one statement: rows SENT and the run's counter together.
+            counts[DeliveryStatus.SENT] += _sent_and_counted(run_id, sent, expected, sent_at or now)
+        elif sent:
             counts[DeliveryStatus.SENT] += Delivery.objects.filter(
                 pk__in=sent, status=expected
             ).update(
@@ -468,6 +464,7 @@ def _transition(
                 exception_type="",
                 next_attempt_at=None,
             )
+            _increment(run_id, counts)
         if others:
             still = (
                 Delivery.objects.select_for_update()
@@ -493,8 +490,29 @@ def _transition(
                 Delivery.objects.bulk_update(
                     objs, ["status", "reason", "exception_type", "next_attempt_at", "updated_at"]
                 )
-        _increment(run_id, counts)
+        _increment(run_id, counts - Counter({DeliveryStatus.SENT: counts[DeliveryStatus.SENT]}))
     return counts
+
+
+def _sent_and_counted(run_id: int, pks: Sequence[int], expected: str, now: dt.datetime) -> int:
+    """PostgreSQL: rows in ``expected`` -> SENT and ``run.sent += n`` in one statement."""
+    qn = connection.ops.quote_name
+    delivery, run = qn(Delivery._meta.db_table), qn(CampaignRun._meta.db_table)
+    when = connection.ops.adapt_datetimefield_value(now)
+    sql = (
+        f"WITH moved AS (UPDATE {delivery} SET {qn('status')} = %s, {qn('sent_at')} = %s, "
+        f"{qn('updated_at')} = %s, {qn('reason')} = '', {qn('exception_type')} = '', "
+        f"{qn('next_attempt_at')} = NULL "
+        f"WHERE {qn('id')} IN ({', '.join(['%s'] * len(pks))}) AND {qn('status')} = %s "
+        f"RETURNING 1), n AS (SELECT count(*) AS moved FROM moved) "
+        f"UPDATE {run} SET {qn('sent')} = {run}.{qn('sent')} + n.moved FROM n "
+        f"WHERE {run}.{qn('id')} = %s RETURNING n.moved"
+    )
+    params = [DeliveryStatus.SENT.value, when, when, *pks, expected, run_id]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return int(row[0]) if row else 0
 
 
 def _mark_sending(run_id: int, pks: Sequence[int]) -> dict[int, int]:
@@ -619,8 +637,6 @@ def batch_deliver(
             channels=batch.channels,
             exclude_previous=batch.campaign.exclude_previous_recipients,
         )
-    if isinstance(rows, str):
-        return _stopped(batch, rows, batch.recipient_ids)
     if rows is None:
         rows = _read_back(run, batch.recipients)
     candidates = _sort_rows(batch, rows)
@@ -631,7 +647,7 @@ def batch_deliver(
             run_fail(run=run, error=exc.message)
             batch.outcome.stopped = RunStatus.FAILED
             return batch.outcome
-    run_complete_if_done(run_id=run.pk)
+    run_complete_if_done(run_id=run.pk, campaign_id=run.campaign_id)
     return batch.outcome
 
 
