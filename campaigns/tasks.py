@@ -18,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from campaigns.models import CampaignRun
-from campaigns.services.dispatch import batch_deliver, run_start
+from campaigns.services.dispatch import batch_deliver, run_start, runs_recover_stalled
 
 logger = get_task_logger(__name__)
 
@@ -67,3 +67,9 @@ def deliver_batch(
         logger.warning("deliver_batch: run %s no longer exists", run_id)
         return {}
     return batch_deliver(run=run, recipient_ids=recipient_ids, batch_id=batch_id).as_dict()
+
+
+@shared_task(name="campaigns.tasks.recover_stalled_runs")
+def recover_stalled_runs() -> dict[str, int]:
+    """Beat task (``setup_periodic_tasks``): re-enqueue the work of runs that stopped moving."""
+    return {str(run_id): count for run_id, count in runs_recover_stalled().items()}

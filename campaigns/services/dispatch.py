@@ -299,6 +299,63 @@ def run_fail(*, run: CampaignRun, error: str) -> None:
     _campaign_after_run(campaign_id=run.campaign_id)
 
 
+# Recovery ------------------------------------------------------------------------------------
+
+
+def stalled_after() -> dt.timedelta:
+    """How long an active run may show no progress before its work is enqueued again."""
+    return dt.timedelta(seconds=float(_setting("CAMPAIGNS_STALLED_RUN_SECONDS", 900)))
+
+
+def run_recover(*, run: CampaignRun, quiet_since: dt.datetime | None = None) -> int:
+    """Enqueue an active run's work again: its unpaused batches, and ``start_run`` if it is
+    still resolving. Returns the number of tasks enqueued.
+
+    For work a broker lost (a task that failed on a bug or ran out of retries, a broker
+    without acknowledgements such as the filesystem one, a flushed Redis). Safe at any time:
+    claims, terminal rows and SENDING leases make the duplicates harmless. With
+    ``quiet_since``, does nothing if the run changed any row since then or has a retry
+    scheduled for later (it is making progress, or waiting on purpose).
+    """
+    if run.status not in ACTIVE:
+        return 0
+    if quiet_since is not None:
+        deliveries = Delivery.objects.filter(run=run)
+        if (
+            deliveries.filter(updated_at__gte=quiet_since).exists()
+            or deliveries.filter(
+                status=DeliveryStatus.QUEUED, next_attempt_at__gt=timezone.now()
+            ).exists()
+            or RunBatch.objects.filter(run=run, claimed_at__gte=quiet_since).exists()
+        ):
+            return 0
+    enqueued = 0
+    with transaction.atomic():
+        if run.status == RunStatus.RESOLVING:
+            _enqueue_start(campaign_id=run.campaign_id, due_at=run.due_at)
+            enqueued += 1
+        for batch_pk, ids in RunBatch.objects.filter(run=run, paused_at__isnull=True).values_list(
+            "pk", "recipient_ids"
+        ):
+            _enqueue_batch(run_id=run.pk, recipient_ids=ids, batch_id=batch_pk)
+            enqueued += 1
+    if enqueued:
+        log.warning("Run %s made no progress; enqueued %s task(s) again", run.pk, enqueued)
+    return enqueued
+
+
+def runs_recover_stalled(*, now: dt.datetime | None = None) -> dict[int, int]:
+    """:func:`run_recover` every active run started over ``stalled_after()`` ago that changed
+    nothing since then. Returns ``{run id: tasks enqueued}`` for the runs recovered."""
+    quiet_since = (now or timezone.now()) - stalled_after()
+    recovered = {}
+    for run in CampaignRun.objects.filter(status__in=ACTIVE, started_at__lt=quiet_since):
+        count = run_recover(run=run, quiet_since=quiet_since)
+        if count:
+            recovered[run.pk] = count
+    return recovered
+
+
 # Completion ----------------------------------------------------------------------------------
 
 

@@ -240,6 +240,9 @@ CAMPAIGNS_BATCH_SIZE = env.int("CAMPAIGNS_BATCH_SIZE", default=500)
 CAMPAIGNS_SEND_CHUNK_SIZE = env.int("CAMPAIGNS_SEND_CHUNK_SIZE", default=250)
 # A delivery left SENDING longer than this belongs to a lost worker and becomes "unknown".
 CAMPAIGNS_SENDING_LEASE_SECONDS = env.float("CAMPAIGNS_SENDING_LEASE_SECONDS", default=300)
+# An active run with no progress for this long gets its work enqueued again (the beat task
+# "campaigns: recover stalled runs" from `manage.py setup_periodic_tasks`).
+CAMPAIGNS_STALLED_RUN_SECONDS = env.float("CAMPAIGNS_STALLED_RUN_SECONDS", default=900)
 # Retries: the channel's delay (or this base) doubled per attempt, +0-25 % jitter, capped. Keep
 # the cap below CELERY_VISIBILITY_TIMEOUT (Redis redelivers eta tasks held longer than that).
 CAMPAIGNS_RETRY_BACKOFF_SECONDS = env.float("CAMPAIGNS_RETRY_BACKOFF_SECONDS", default=30)
