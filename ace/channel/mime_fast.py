@@ -41,6 +41,7 @@ _MAX_LINE = 998
 _ENCODED_WORD_MAX = 75
 _ADDRESS_HEADERS = {"from", "sender", "reply-to", "to", "cc", "bcc"}
 _SET_BY_DJANGO = {"from", "to", "cc", "reply-to"}
+_EOLS = re.compile(rb"\r\n|\n|\r(?!\n)")
 _UTF8 = ("utf-8", "utf8")
 
 
@@ -48,13 +49,18 @@ def message_bytes(email: EmailMessage) -> bytes:
     """
     The bytes Django would send for ``email`` (``email.message().as_bytes(linesep="\\r\\n")``
     up to equivalent encodings), built directly when the email has the common shape: a text
-    body and optionally text alternatives (e.g. HTML), UTF-8, no attachments.
+    body and optionally text alternatives (e.g. HTML), UTF-8, no attachments. Every line ends
+    with CRLF.
 
     Raises:
         BadHeaderError: A header value contains a newline (as Django raises).
     """
     if not _fast_path_applies(email):
-        return email.message().as_bytes(linesep=_CRLF)
+        data = email.message().as_bytes(linesep=_CRLF)
+        crlf = data.count(b"\r\n")
+        if data.count(b"\n") != crlf or data.count(b"\r") != crlf:  # keep the CRLF promise
+            data = _EOLS.sub(b"\r\n", data)
+        return data
     return _build(email)
 
 

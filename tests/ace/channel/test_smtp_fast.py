@@ -144,6 +144,7 @@ def test_attachments_fall_back_to_django():
     mail.attach("notes.txt", "attached text", "text/plain")
     mail.attach("blob.bin", b"\x00\x01\x02", "application/octet-stream")
     data = message_bytes(mail)
+    assert_wire_safe(data)
     assert parse(data).get_content_type() == "multipart/mixed"
     assert [p.get_filename() for p in parse(data).iter_attachments()] == ["notes.txt", "blob.bin"]
 
@@ -175,6 +176,8 @@ def test_smtp_data_dot_stuffs_and_terminates():
     assert smtp_data(b".first\r\n") == b"..first\r\n.\r\n"
     assert smtp_data(b"bare\nlf\rcr\r\n.x") == b"bare\r\nlf\r\ncr\r\n..x\r\n.\r\n"
     assert smtp_data(b"") == b".\r\n"
+    # crlf=True: the caller promises CRLF endings, so only dot-stuffing is done.
+    assert smtp_data(b"a\r\n.b\r\n", crlf=True) == b"a\r\n..b\r\n.\r\n"
 
 
 # Transport -----------------------------------------------------------------------------------
