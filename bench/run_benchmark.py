@@ -317,6 +317,81 @@ class Worker:
         self.log_file.close()
 
 
+class CpuMeter:
+    """CPU seconds used by the processes of the run: the worker tree, this database's
+    PostgreSQL backends and the SMTP sink, plus the whole machine (to see other load).
+
+    Celery closes the database connection after every task, so backends come and go: a thread
+    samples every process every 50 ms and keeps the last value seen per process."""
+
+    def __init__(self, worker_pid: int, sink_pid: int, database: str) -> None:
+        self.worker_pid = worker_pid
+        self.sink_pid = sink_pid
+        self.database = database
+        self._first: dict[str, dict[int, float]] = {}
+        self._last: dict[str, dict[int, float]] = {}
+        self._machine: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _groups(self) -> dict[str, list[Any]]:
+        import psutil
+
+        groups: dict[str, list[Any]] = {"worker": [], "postgres": [], "smtp-sink": []}
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(self.worker_pid)
+            groups["worker"] = [root, *root.children(recursive=True)]
+        with contextlib.suppress(psutil.Error):
+            groups["smtp-sink"] = [psutil.Process(self.sink_pid)]
+        for proc in psutil.process_iter(["name", "cmdline"]):
+            cmdline = " ".join(proc.info.get("cmdline") or [])
+            if proc.info.get("name") == "postgres" and f" {self.database} " in f"{cmdline} ":
+                groups["postgres"].append(proc)
+        return groups
+
+    @staticmethod
+    def _machine_seconds() -> float:
+        import psutil
+
+        cpu = psutil.cpu_times()
+        return (
+            cpu.user + cpu.system + cpu.nice + getattr(cpu, "irq", 0) + getattr(cpu, "softirq", 0)
+        )
+
+    def _sample(self, *, first: bool = False) -> None:
+        import psutil
+
+        for group, procs in self._groups().items():
+            for proc in procs:
+                with contextlib.suppress(psutil.Error):
+                    cpu = proc.cpu_times()
+                    seconds = cpu.user + cpu.system
+                    self._last.setdefault(group, {})[proc.pid] = seconds
+                    if first:
+                        self._first.setdefault(group, {})[proc.pid] = seconds
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self._sample()
+
+    def start(self) -> None:
+        self._sample(first=True)
+        self._machine.append(self._machine_seconds())
+        self._thread.start()
+
+    def stop(self) -> dict[str, float]:
+        """Seconds per group since :meth:`start` (processes born in between count fully)."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sample()
+        used = {
+            group: sum(t - self._first.get(group, {}).get(pid, 0.0) for pid, t in times.items())
+            for group, times in self._last.items()
+        }
+        used["machine"] = self._machine_seconds() - self._machine[0]
+        return used
+
+
 def redis_client(url: str) -> Any:
     import redis
 
@@ -341,8 +416,15 @@ def run_once(args: argparse.Namespace, count: int, sink: Sink) -> dict[str, Any]
 
     RESULTS_DIR.mkdir(exist_ok=True)
     worker = Worker(args, sink.port, RESULTS_DIR / f"worker-{count}.log")
+    from django.conf import settings
+
+    meter = None
     try:
         worker.wait_ready()
+        meter = CpuMeter(
+            worker.process.pid, sink.process.pid, settings.DATABASES["default"]["NAME"]
+        )
+        meter.start()
         due_at = timezone.now()
         log(f"-- {count:,} recipients: schedule fired, sending")
         start_run.apply_async(kwargs={"campaign_id": campaign_id, "due_at": due_at.isoformat()})
@@ -363,6 +445,7 @@ def run_once(args: argparse.Namespace, count: int, sink: Sink) -> dict[str, Any]
             if now_tasks == tasks:
                 break
             tasks = now_tasks
+        cpu = meter.stop()
     finally:
         worker.stop()
     queries = int(redis.get(QUERIES_KEY) or 0)
@@ -381,6 +464,10 @@ def run_once(args: argparse.Namespace, count: int, sink: Sink) -> dict[str, Any]
         "peak_rss_process_mb": round(worker.peak_process / 2**20, 1),
         "peak_rss_children_mb": sorted(round(v / 2**20, 1) for v in worker.peak_children.values()),
         "peak_rss_tree_mb": round(worker.peak_total / 2**20, 1),
+        "cpu_us_per_message": {
+            group: round(used / max(run.sent, 1) * 1e6) for group, used in cpu.items()
+        },
+        "machine_busy_percent": round(cpu["machine"] / (seconds * (os.cpu_count() or 1)) * 100),
     }
 
 
@@ -553,6 +640,13 @@ def summarize(results: dict[str, Any]) -> str:
             f"{run['queries_per_message']} queries/message; peak RSS "
             f"{run['peak_rss_process_mb']} MB per process (pool: {run['peak_rss_children_mb']}), "
             f"{run['peak_rss_tree_mb']} MB worker tree"
+        )
+        cpu = run["cpu_us_per_message"]
+        ours = cpu["worker"] + cpu["postgres"] + cpu["smtp-sink"]
+        lines.append(
+            f"{'':>9}CPU per message: worker {cpu['worker']} us, PostgreSQL {cpu['postgres']} us, "
+            f"sink {cpu['smtp-sink']} us (machine: {cpu['machine']} us, "
+            f"{cpu['machine'] - ours} us not ours; {run['machine_busy_percent']} % busy)"
         )
     if len(runs) >= 2:
         low, high = runs[0]["peak_rss_process_mb"], runs[-1]["peak_rss_process_mb"]
