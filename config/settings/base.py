@@ -197,6 +197,9 @@ EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
 # https://docs.celeryq.dev/projects/kombu/en/stable/reference/kombu.transport.filesystem.html
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
+    # The transport ignores host and path (the folders below say where messages go); naming a
+    # host stops kombu from warning "No hostname was supplied" in every process.
+    CELERY_BROKER_URL = "filesystem://localhost//"
     _broker_dir = VAR_DIR / "broker"
     _broker_control_dir = VAR_DIR / "broker-control"
     # The transport does not create its folders, and publishers (web, beat) need them as much as
