@@ -151,3 +151,29 @@ def test_allowed_include_of_ace_path(mt):
         message_type=mt, content="body {% include 'campaigns/edx_ace/footer/email/subject.txt' %}"
     )
     assert render(PATH.format(name="welcome"), {"x": 1}) == "body (footer 1)"
+
+
+@pytest.mark.usefixtures("camp_admin_env")
+def test_ace_renders_database_parts_without_queries_per_message(email_type):
+    """ace's own renderer finds the parts (no special case) and a batch costs no template query."""
+    from ace import presentation
+    from ace.channel import ChannelType, get_channel_for_message
+    from ace.message import Message
+    from ace.recipient import Recipient
+
+    def message(i, language="en"):
+        return Message(
+            app_label="campaigns",
+            name="newsletter",
+            recipient=Recipient(lms_user_id=i, email_address=f"u{i}@example.org"),
+            language=language,
+            context={"first_name": f"N{i}", "headline": "H"},
+        )
+
+    channel = get_channel_for_message(ChannelType.EMAIL, message(0))
+    presentation.render(channel, message(0))
+    with CaptureQueriesContext(connection) as ctx:
+        rendered = [presentation.render(channel, message(i)) for i in range(1, 101)]
+    assert ctx.captured_queries == []
+    assert rendered[41].subject == "H for N42"
+    assert "<b>N42</b>" in rendered[41].body_html
