@@ -55,17 +55,20 @@ def test_a_run_is_sent_exactly_once_whatever_repeats(worker_factory, smtp_server
     start_run.apply_async(kwargs={"campaign_id": campaign.pk, "due_at": due})
     run = wait_run(campaign, CampaignRun.Status.COMPLETED, 60)
     batches = list(RunBatch.objects.filter(run=run).values_list("pk", "recipient_ids"))
-    for batch_id, ids in batches:  # a redelivered batch
-        deliver_batch.apply_async(
+    repeated = [
+        deliver_batch.apply_async(  # a redelivered batch
             kwargs={"run_id": run.pk, "recipient_ids": ids, "batch_id": batch_id}
-        )
-    start_run.apply_async(kwargs={"campaign_id": campaign.pk, "due_at": due})  # a restart
-    wait_for(
-        lambda: len(batch_times(worker)) >= 2 * len(batches),
-        30,
-        "the repeated batches to run",
+        ).id
+        for batch_id, ids in batches
+    ]
+    repeated.append(  # a restarted start_run
+        start_run.apply_async(kwargs={"campaign_id": campaign.pk, "due_at": due}).id
     )
-    time.sleep(0.5)
+    wait_for(
+        lambda: all(f"[{task_id}] succeeded" in worker.log() for task_id in repeated),
+        30,
+        "the repeated tasks to run",
+    )
 
     counts = received(smtp_server)
     assert set(counts) == {address(i) for i in range(600)}
