@@ -46,7 +46,7 @@ from ace.channel import ChannelType
 from ace.outcome import DeliveryOutcome, OutcomeStatus
 from campaigns.exceptions import CampaignError
 from campaigns.models import Campaign, CampaignRun, Delivery, RunBatch
-from campaigns.resolvers import ResolvedRecipient, resolver_for_source
+from campaigns.resolvers import ResolvedRecipient, resolver_class, resolver_for_source
 from campaigns.services.campaigns import campaign_transition, campaign_transition_allowed
 from campaigns.services.message_types import message_type_instance
 from campaigns.services.policies import policies_prefetched
@@ -670,8 +670,10 @@ def batch_deliver(
     batch = _Batch(run, recipient_ids, batch_id)
     if run.status not in ACTIVE:
         return _stopped(batch, run.status, batch.recipient_ids)
+    source = batch.campaign.recipient_source
     try:
-        resolver = resolver_for_source(batch.campaign.recipient_source)
+        # The parameters were validated when the run started; not again for every batch.
+        resolver = resolver_class(source.resolver)(source.parameters)
     except ValidationError as exc:
         run_fail(run=run, error=RESOLVER_FAILED.format(error="; ".join(exc.messages)))
         batch.outcome.stopped = RunStatus.FAILED
