@@ -29,6 +29,7 @@ from django_celery_beat.models import (
 
 from campaigns.exceptions import CampaignError
 from campaigns.models import Campaign
+from campaigns.services.campaigns import campaign_transition
 
 START_RUN_TASK = "campaigns.tasks.start_run"
 
@@ -47,8 +48,8 @@ SCHEDULE_NOT_ALLOWED = "Campaign {name!r} is {status}; only approved campaigns c
 MIN_INTERVAL_SECONDS = 60
 #: How far back to look for the crontab tick a late beat fire belongs to.
 CRONTAB_LOOKBACK = dt.timedelta(days=8)
-#: Campaign states from which ``campaign_schedule`` may (re)schedule.
-SCHEDULABLE = (Campaign.Status.APPROVED, Campaign.Status.SCHEDULED)
+#: Campaign states from which ``campaign_schedule`` may schedule.
+SCHEDULABLE = (Campaign.Status.APPROVED,)
 RECURRING = (Campaign.ScheduleKind.CRONTAB, Campaign.ScheduleKind.INTERVAL)
 
 
@@ -217,7 +218,7 @@ def campaign_schedule(*, campaign: Campaign, now: dt.datetime | None = None) -> 
 
     A "send now" campaign gets no periodic task: its run is started at once (after commit)
     with the current time as due time. Raises ``CampaignError`` if the campaign is not approved
-    (or already scheduled), ``ValidationError`` for a bad schedule.
+    (a scheduled one is already scheduled), ``ValidationError`` for a bad schedule.
     """
     from campaigns.tasks import start_run as start_run_task
 
@@ -229,15 +230,16 @@ def campaign_schedule(*, campaign: Campaign, now: dt.datetime | None = None) -> 
                 SCHEDULE_NOT_ALLOWED.format(name=locked.name, status=locked.get_status_display()),
                 {"campaign_id": locked.pk, "status": locked.status},
             )
-        campaign_schedule_validate(campaign=campaign, now=now)
-        campaign.status = Campaign.Status.SCHEDULED
-        campaign.save(update_fields=["status", "updated_at"])
-        task = campaign_schedule_sync(campaign=campaign)
-        if campaign.schedule_kind == Campaign.ScheduleKind.NOW:
+        campaign_schedule_validate(campaign=locked, now=now)
+        campaign_transition(campaign=locked, to=Campaign.Status.SCHEDULED)
+        task = campaign_schedule_sync(campaign=locked)
+        if locked.schedule_kind == Campaign.ScheduleKind.NOW:
             due_at = now.isoformat()
             transaction.on_commit(
-                lambda: start_run_task.delay(campaign_id=campaign.pk, due_at=due_at)
+                lambda: start_run_task.delay(campaign_id=locked.pk, due_at=due_at)
             )
+    campaign.status = locked.status
+    campaign.periodic_task = locked.periodic_task
     return task
 
 

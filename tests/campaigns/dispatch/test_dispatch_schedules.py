@@ -154,13 +154,17 @@ def test_a_past_one_off_time_is_refused(dispatch_settings):
     assert error.value.message_dict["scheduled_at"] == [SCHEDULE_AT_PAST.format(value=past)]
 
 
-def test_only_approved_campaigns_can_be_scheduled(dispatch_settings):
-    campaign = make_campaign(1, status=Campaign.Status.DRAFT)
+@pytest.mark.parametrize("status", [Campaign.Status.DRAFT, Campaign.Status.SCHEDULED])
+def test_only_approved_campaigns_can_be_scheduled(
+    dispatch_settings, django_capture_on_commit_callbacks, status
+):
+    campaign = make_campaign(1, status=status)
 
-    with pytest.raises(CampaignError) as error:
+    with django_capture_on_commit_callbacks(execute=True), pytest.raises(CampaignError) as error:
         campaign_schedule(campaign=campaign)
 
     assert "only approved campaigns" in error.value.message
+    assert not CampaignRun.objects.exists()  # a second "send now" would start another run
 
 
 def test_pause_resume_and_cancel_follow_the_periodic_task(dispatch_settings):
