@@ -275,7 +275,7 @@ class DispatchActionsMixin:
         return format_html(
             '<span class="dispatch-progress" data-run="{}" data-url="{}" data-finished="{}">'
             '<progress value="{}" max="100" style="width: 10em"></progress> '
-            '<span class="dispatch-progress-text">{}% ({} / {}) · {}/min · ETA {}</span>'
+            '<span class="dispatch-progress-text">{}% ({} / {}) · {} sent/min · ETA {}</span>'
             "</span>",
             run.pk,
             url,
@@ -284,7 +284,7 @@ class DispatchActionsMixin:
             progress["percent"],
             progress["done"],
             progress["total"],
-            progress["per_minute"],
+            progress["sent_per_minute"],
             eta_text(eta),
         )
 

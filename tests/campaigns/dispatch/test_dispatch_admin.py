@@ -203,7 +203,7 @@ def test_the_change_page_shows_live_progress(client, dispatch_settings):
     assert f'data-url="{progress_url}"' in html
     assert 'data-finished="0"' in html
     assert "campaigns/admin/dispatch_progress.js" in html
-    assert "50.0% (5 / 10)" in html
+    assert "50.0% (5 / 10) · 10.0 sent/min" in html  # 5 sent in 30 s
 
 
 def test_eta_text():

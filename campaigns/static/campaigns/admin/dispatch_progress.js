@@ -13,7 +13,7 @@
     cell.querySelector("progress").value = run.percent;
     cell.querySelector(".dispatch-progress-text").textContent =
       run.percent + "% (" + run.done + " / " + run.total + ") \u00b7 " +
-      run.per_minute + "/min \u00b7 ETA " + etaText(run.eta_seconds);
+      run.sent_per_minute + " sent/min \u00b7 ETA " + etaText(run.eta_seconds);
     cell.dataset.finished = run.finished ? "1" : "0";
     var row = cell.closest("tr");
     if (!row) return;
