@@ -135,7 +135,12 @@ def test_every_variable_the_stack_sets_is_read_by_the_settings(services: dict) -
 def test_commands_match_the_settings_and_the_code(services: dict) -> None:
     from config.settings import base
 
-    assert command(services["migrate"]) == ["python", "manage.py", "migrate", "--noinput"]
+    migrate = command(services["migrate"])
+    assert migrate[:2] == ["sh", "-c"]
+    assert migrate[2].split(" && ") == [
+        "python manage.py migrate --noinput",
+        "python manage.py setup_periodic_tasks",  # the run watchdog (campaigns.tasks)
+    ]
 
     web = command(services["web"])
     assert web[:2] == ["gunicorn", "config.wsgi:application"]
