@@ -424,6 +424,71 @@ def _read_back(run: CampaignRun, keys: Iterable[str]) -> list[_Row]:
     ]
 
 
+#: Per-row columns of a claim's INSERT (the rest are the same for the whole batch).
+_INSERTED_COLUMNS = (
+    "recipient_key",
+    "user_id",
+    "email",
+    "channel",
+    "status",
+    "reason",
+    "message_uuid",
+)
+
+
+def _insert_returning(run: CampaignRun, specs: list[tuple], now: dt.datetime) -> list[_Row]:
+    """PostgreSQL: insert a batch's rows in one ``INSERT ... SELECT FROM unnest(...) ON CONFLICT
+    DO NOTHING RETURNING`` and return those inserted (the benchmark measured ~12 us of worker
+    CPU a row, against ~54 us for ``bulk_create`` and its read-back query). Columns not given
+    per row take the batch's values or the model field's default, as ``bulk_create`` would."""
+    qn = connection.ops.quote_name
+    fields = {f.attname: f for f in Delivery._meta.concrete_fields if not f.primary_key}
+    batch_values = {
+        "run_id": run.pk,
+        "send_uuid": run.send_uuid,
+        "created_at": now,
+        "updated_at": now,
+    }
+    columns, selects, params = [], [], []
+    for name, field in fields.items():
+        if name in _INSERTED_COLUMNS:
+            continue
+        value = batch_values[name] if name in batch_values else field.get_default()
+        columns.append(qn(field.column))
+        selects.append("%s")
+        params.append(field.get_db_prep_save(value, connection))
+    arrays = [[spec[i] for spec in specs] for i in range(len(_INSERTED_COLUMNS))]
+    for name, values in zip(_INSERTED_COLUMNS, arrays, strict=True):
+        field = fields[name]
+        columns.append(qn(field.column))
+        selects.append(f"t.{qn(name)}")
+        params.append(values)
+    aliases = ", ".join(qn(name) for name in _INSERTED_COLUMNS)
+    casts = ", ".join(f"%s::{fields[name].db_type(connection)}[]" for name in _INSERTED_COLUMNS)
+    # Placeholders: the SELECT list's batch values first, then unnest()'s arrays, as appended.
+    sql = (
+        f"INSERT INTO {qn(Delivery._meta.db_table)} ({', '.join(columns)}) "
+        f"SELECT {', '.join(selects)} FROM unnest({casts}) AS t({aliases}) "
+        "ON CONFLICT DO NOTHING RETURNING "
+        + ", ".join(
+            qn(c)
+            for c in (
+                "id",
+                "recipient_key",
+                "channel",
+                "status",
+                "attempts",
+                "message_uuid",
+                "next_attempt_at",
+                "updated_at",
+            )
+        )
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [_Row(*values) for values in cursor.fetchall()]
+
+
 def _previously_sent(
     run: CampaignRun, keys: Sequence[str], channels: Sequence[str]
 ) -> set[tuple[str, str]]:
@@ -465,28 +530,40 @@ def _claim(
         ):
             return None
         previous = _previously_sent(run, list(recipients), channels) if exclude_previous else set()
-        new: list[Delivery] = []
+        specs: list[tuple] = []  # one per row, in the order of _INSERTED_COLUMNS
         for key, recipient in recipients.items():
             message_uuid = uuid.uuid4()
             for channel in channels:
                 skip = (key, channel) in previous
-                new.append(
-                    Delivery(
-                        run=run,
-                        recipient_key=key,
-                        user_id=recipient.user_id,
-                        email=(recipient.email or "")[:254],
-                        channel=channel,
-                        status=DeliveryStatus.SKIPPED if skip else DeliveryStatus.QUEUED,
-                        reason=REASON_PREVIOUS_RUN if skip else "",
-                        message_uuid=message_uuid,
-                        send_uuid=run.send_uuid,
+                specs.append(
+                    (
+                        key,
+                        recipient.user_id,
+                        (recipient.email or "")[:254],
+                        channel,
+                        DeliveryStatus.SKIPPED.value if skip else DeliveryStatus.QUEUED.value,
+                        REASON_PREVIOUS_RUN if skip else "",
+                        message_uuid,
                     )
                 )
-        Delivery.objects.bulk_create(new, ignore_conflicts=True)
-        rows = _read_back(run, recipients)
-        mine = {d.message_uuid for d in new}
-        inserted = [row for row in rows if row.message_uuid in mine]
+        if connection.vendor == "postgresql":
+            inserted = _insert_returning(run, specs, now)
+            rows = inserted if len(inserted) == len(specs) else _read_back(run, recipients)
+        else:
+            Delivery.objects.bulk_create(
+                [
+                    Delivery(
+                        run=run,
+                        send_uuid=run.send_uuid,
+                        **dict(zip(_INSERTED_COLUMNS, spec, strict=True)),
+                    )
+                    for spec in specs
+                ],
+                ignore_conflicts=True,
+            )
+            rows = _read_back(run, recipients)
+            mine = {spec[-1] for spec in specs}
+            inserted = [row for row in rows if row.message_uuid in mine]
         skipped = sum(1 for row in inserted if row.status == DeliveryStatus.SKIPPED)
         deficit = expected * len(channels) - len(inserted)
         if deficit or skipped:
