@@ -210,21 +210,27 @@ def reset_and_seed(count: int) -> None:
         cursor.execute("ANALYZE auth_user")
 
 
-def create_campaign() -> int:
-    """The message type (code-defined, file templates), the audience and a scheduled campaign."""
+def create_campaign(
+    *, name: str = "Weekly picks (benchmark)", resolver: str = "all_active_users", parameters=None
+) -> int:
+    """A scheduled campaign of the benchmark's message type (code-defined, file templates)."""
     from bench import workload
     from campaigns.models import Campaign, MessageTypeDefinition, RecipientSource
 
-    definition = MessageTypeDefinition.objects.create(
+    definition, _ = MessageTypeDefinition.objects.get_or_create(
         app_label=workload.APP_LABEL,
         name=workload.MESSAGE_NAME,
-        source=MessageTypeDefinition.Source.CODE,
-        code_path="bench.message_types.BenchMail",
-        default_language=workload.LANGUAGE,
+        defaults={
+            "source": MessageTypeDefinition.Source.CODE,
+            "code_path": "bench.message_types.BenchMail",
+            "default_language": workload.LANGUAGE,
+        },
     )
-    source = RecipientSource.objects.create(name="All learners", resolver="all_active_users")
+    source = RecipientSource.objects.create(
+        name=f"Audience of {name}", resolver=resolver, parameters=parameters or {}
+    )
     campaign = Campaign.objects.create(
-        name="Weekly picks (benchmark)",
+        name=name,
         message_type=definition,
         recipient_source=source,
         context=workload.CAMPAIGN_CONTEXT,
@@ -234,6 +240,25 @@ def create_campaign() -> int:
         schedule_kind=Campaign.ScheduleKind.NOW,
     )
     return campaign.pk
+
+
+def fire_and_wait(campaign_id: int, timeout: float) -> tuple[Any, dt.datetime]:
+    """Enqueue ``start_run`` as beat does, wait for the run to finish; (run, fired at)."""
+    from django.utils import timezone
+
+    from campaigns.models import CampaignRun
+    from campaigns.tasks import start_run
+
+    due_at = timezone.now()
+    start_run.apply_async(kwargs={"campaign_id": campaign_id, "due_at": due_at.isoformat()})
+    deadline = time.monotonic() + timeout
+    run = None
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        run = CampaignRun.objects.filter(campaign_id=campaign_id).first()
+        if run is not None and run.status in ("completed", "failed", "cancelled"):
+            return run, due_at
+    raise SystemExit(f"Run not finished after {timeout} s: {run and run.status}")
 
 
 # The worker ------------------------------------------------------------------------------------
@@ -399,16 +424,21 @@ def redis_client(url: str) -> Any:
 
 
 def run_once(args: argparse.Namespace, count: int, sink: Sink) -> dict[str, Any]:
-    """One end-to-end run for ``count`` recipients."""
+    """One end-to-end run for ``count`` recipients (after an untimed warm-up run, if asked)."""
+    from django.conf import settings
     from django.db import connection
-    from django.utils import timezone
 
     from bench.apps import QUERIES_KEY, TASKS_KEY
-    from campaigns.models import CampaignRun
-    from campaigns.tasks import start_run
 
     log(f"-- {count:,} recipients: seeding")
     reset_and_seed(count)
+    warmup_id = None
+    if args.warmup:
+        warmup_id = create_campaign(
+            name="Warm-up (not timed)",
+            resolver="user_filter",
+            parameters={"filters": {"id__lte": args.warmup}},
+        )
     campaign_id = create_campaign()
     redis = redis_client(args.redis_url)
     redis.flushdb()  # our own Redis database: broker queues, rate limits, counters
@@ -416,27 +446,19 @@ def run_once(args: argparse.Namespace, count: int, sink: Sink) -> dict[str, Any]
 
     RESULTS_DIR.mkdir(exist_ok=True)
     worker = Worker(args, sink.port, RESULTS_DIR / f"worker-{count}.log")
-    from django.conf import settings
-
-    meter = None
     try:
         worker.wait_ready()
+        if warmup_id is not None:
+            log(f"-- warm-up: {args.warmup:,} recipients through the fresh worker (not timed)")
+            fire_and_wait(warmup_id, args.timeout)
+            time.sleep(0.5)
+            redis.delete(QUERIES_KEY, TASKS_KEY)
         meter = CpuMeter(
             worker.process.pid, sink.process.pid, settings.DATABASES["default"]["NAME"]
         )
         meter.start()
-        due_at = timezone.now()
         log(f"-- {count:,} recipients: schedule fired, sending")
-        start_run.apply_async(kwargs={"campaign_id": campaign_id, "due_at": due_at.isoformat()})
-        deadline = time.monotonic() + args.timeout
-        run = None
-        while time.monotonic() < deadline:
-            time.sleep(0.2)
-            run = CampaignRun.objects.filter(campaign_id=campaign_id).first()
-            if run is not None and run.status in ("completed", "failed", "cancelled"):
-                break
-        else:
-            raise SystemExit(f"Run not finished after {args.timeout} s: {run and run.status}")
+        run, due_at = fire_and_wait(campaign_id, args.timeout)
         # The last task's counters are flushed right after it returns.
         tasks = -1
         for _ in range(50):
@@ -508,24 +530,31 @@ def run_reference(args: argparse.Namespace, sink: Sink) -> dict[str, Any] | None
 
 
 class StageTimer:
-    """Exclusive (self) time per stage: a nested stage's time is not counted in its parent."""
+    """Exclusive (self) time per stage, wall clock and this process's CPU: a nested stage's
+    time is not counted in its parent. CPU time leaves out waiting (for PostgreSQL, for the
+    SMTP server) and time lost to other processes, so it is the steadier figure on a busy
+    machine."""
 
     def __init__(self) -> None:
-        self.totals: dict[str, float] = {}
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
         self._stack: list[list[Any]] = []
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        frame = [name, time.perf_counter(), 0.0]
+        frame = [name, time.perf_counter(), time.process_time(), 0.0, 0.0]
         self._stack.append(frame)
         try:
             yield
         finally:
             self._stack.pop()
-            elapsed = time.perf_counter() - frame[1]
-            self.totals[name] = self.totals.get(name, 0.0) + elapsed - frame[2]
+            wall = time.perf_counter() - frame[1]
+            cpu = time.process_time() - frame[2]
+            self.wall[name] = self.wall.get(name, 0.0) + wall - frame[3]
+            self.cpu[name] = self.cpu.get(name, 0.0) + cpu - frame[4]
             if self._stack:
-                self._stack[-1][2] += elapsed
+                self._stack[-1][3] += wall
+                self._stack[-1][4] += cpu
 
     def wrap(self, owner: Any, attribute: str, name: str) -> None:
         original = getattr(owner, attribute)
@@ -576,7 +605,7 @@ def instrument(timer: StageTimer) -> None:
     timer.wrap(ace.batch, "send_ace_message_sent_signal", "signals")
 
 
-def run_profile(args: argparse.Namespace, count: int) -> dict[str, Any]:
+def run_profile(args: argparse.Namespace, count: int, sink: Sink) -> dict[str, Any]:
     """The pipeline in this process (eager Celery), timed per stage."""
     from django.db import connection, reset_queries
     from django.test.utils import CaptureQueriesContext
@@ -592,17 +621,20 @@ def run_profile(args: argparse.Namespace, count: int) -> dict[str, Any]:
     instrument(timer)
     reset_queries()
     log(f"-- profile: {count:,} recipients in one process")
+    from django.conf import settings
+
+    meter = CpuMeter(os.getpid(), sink.process.pid, settings.DATABASES["default"]["NAME"])
+    meter.start()
     with CaptureQueriesContext(connection) as queries:
         started = time.perf_counter()
         with timer.stage("other"):
             run = run_start(campaign_id=campaign_id, due_at=dt.datetime.now(dt.UTC))
         seconds = time.perf_counter() - started
+    cpu = meter.stop()
     app.conf.task_always_eager = False
     run.refresh_from_db()
-    per_message = {
-        stage: round(total / max(run.sent, 1) * 1e6, 1)
-        for stage, total in sorted(timer.totals.items(), key=lambda kv: -kv[1])
-    }
+    sent = max(run.sent, 1)
+    stages = sorted(timer.cpu, key=lambda stage: -timer.cpu[stage])
     return {
         "recipients": count,
         "status": run.status,
@@ -610,8 +642,11 @@ def run_profile(args: argparse.Namespace, count: int) -> dict[str, Any]:
         "seconds": round(seconds, 2),
         "per_second_one_process": round(run.sent / seconds, 1),
         "queries": len(queries),
-        "queries_per_message": round(len(queries) / max(run.sent, 1), 4),
-        "microseconds_per_message": per_message,
+        "queries_per_message": round(len(queries) / sent, 4),
+        "cpu_us_per_message": {s: round(timer.cpu[s] / sent * 1e6, 1) for s in stages},
+        "wall_us_per_message": {s: round(timer.wall[s] / sent * 1e6, 1) for s in stages},
+        "postgres_cpu_us_per_message": round(cpu["postgres"] / sent * 1e6, 1),
+        "sink_cpu_us_per_message": round(cpu["smtp-sink"] / sent * 1e6, 1),
     }
 
 
@@ -663,11 +698,20 @@ def summarize(results: dict[str, Any]) -> str:
     profile = results.get("profile")
     if profile:
         lines.append(
-            f"Profile ({profile['recipients']:,} recipients, one process, eager): "
-            f"{profile['per_second_one_process']:,.1f} msg/s; per message:"
+            f"Profile ({profile['recipients']:,} recipients, one process, eager Celery): "
+            f"{profile['per_second_one_process']:,.1f} msg/s; per message, this process:"
         )
-        for stage, micros in profile["microseconds_per_message"].items():
-            lines.append(f"    {stage:<12} {micros:>8.1f} us")
+        lines.append(f"    {'stage':<12} {'CPU':>9} {'wall':>9}")
+        for stage, micros in profile["cpu_us_per_message"].items():
+            wall = profile["wall_us_per_message"][stage]
+            lines.append(f"    {stage:<12} {micros:>6.1f} us {wall:>6.1f} us")
+        total_cpu = sum(profile["cpu_us_per_message"].values())
+        total_wall = sum(profile["wall_us_per_message"].values())
+        lines.append(f"    {'total':<12} {total_cpu:>6.1f} us {total_wall:>6.1f} us")
+        lines.append(
+            f"    plus PostgreSQL {profile['postgres_cpu_us_per_message']} us and the sink "
+            f"{profile['sink_cpu_us_per_message']} us of CPU per message in their own processes"
+        )
     return "\n".join(lines)
 
 
@@ -681,6 +725,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--smtp-connections", type=int, default=4)
     parser.add_argument("--plain-smtp", action="store_true", help="one smtplib connection")
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=1000,
+        help="recipients of an untimed run first, so fresh worker processes have imported and "
+        "compiled what they need (0: measure from a cold worker)",
+    )
     parser.add_argument(
         "--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
     )
@@ -700,6 +751,7 @@ def main(argv: list[str] | None = None) -> None:
             "concurrency": args.concurrency,
             "smtp_connections": 0 if args.plain_smtp else args.smtp_connections,
             "batch_size": args.batch_size,
+            "warmup": args.warmup,
         },
     }
     try:
@@ -712,7 +764,7 @@ def main(argv: list[str] | None = None) -> None:
 
             results["stages_microseconds_per_message"] = run_stages(args.stages)
         if args.profile:
-            results["profile"] = run_profile(args, args.profile)
+            results["profile"] = run_profile(args, args.profile, sink)
         if args.recipients:
             results["runs"] = [run_once(args, count, sink) for count in args.recipients]
     finally:
