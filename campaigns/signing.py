@@ -8,6 +8,8 @@ unsubscribe an address they did not receive mail at, and the view needs no login
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attrs
 from django.conf import settings
 from django.core import signing
@@ -52,6 +54,21 @@ def unsubscribe_url(email: str, message_type_id: int | None = None) -> str:
         "campaigns:unsubscribe", kwargs={"token": unsubscribe_token(email, message_type_id)}
     )
     return settings.SITE_URL.rstrip("/") + path
+
+
+def unsubscribe_url_factory(message_type_id: int | None = None) -> Callable[[str], str]:
+    """:func:`unsubscribe_url` for many addresses of one message type (a batch): the route is
+    reversed once here (~20 us a call) and the returned function only signs each address.
+    Same result as :func:`unsubscribe_url`: tokens are URL-safe, so reverse() leaves them as is."""
+    marker = "UNSUBSCRIBETOKEN"
+    path = reverse("campaigns:unsubscribe", kwargs={"token": marker})
+    prefix, suffix = path.split(marker)
+    base = settings.SITE_URL.rstrip("/") + prefix
+
+    def url(email: str) -> str:
+        return base + unsubscribe_token(email, message_type_id) + suffix
+
+    return url
 
 
 def unsubscribe_headers(url: str) -> dict[str, str]:

@@ -57,7 +57,7 @@ from campaigns.services.schedules import (
     campaign_schedules_set_enabled,
     schedule_due_at,
 )
-from campaigns.signing import unsubscribe_headers, unsubscribe_url
+from campaigns.signing import unsubscribe_headers, unsubscribe_url_factory
 
 log = logging.getLogger(__name__)
 
@@ -846,13 +846,14 @@ def _personalize(batch: _Batch, keys: Iterable[str], uuids: dict[str, uuid.UUID 
     )
     msg_type.uuid = batch.run.send_uuid
     default_language = campaign.language or definition.default_language or None
+    make_unsubscribe_url = unsubscribe_url_factory(definition.pk)  # the route, reversed once
     messages = []
     for key in keys:
         recipient = batch.recipients[key]
         context = {**recipient.context}
         headers: dict[str, str] = {}
         if recipient.email and "@" in recipient.email:
-            url = unsubscribe_url(recipient.email, definition.pk)
+            url = make_unsubscribe_url(recipient.email)
             context["unsubscribe_url"] = url
             headers = unsubscribe_headers(url)
         message = msg_type.personalize(
