@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from django.apps import AppConfig
@@ -10,8 +11,9 @@ from django.apps import AppConfig
 #: Redis keys the worker adds its counts to (read by ``bench.run_benchmark``).
 QUERIES_KEY = "bench:queries"
 TASKS_KEY = "bench:tasks"
+TASK_CPU_KEY = "bench:task_cpu_us"  # hash: task name -> CPU microseconds inside tasks
 
-_pending = {"queries": 0}
+_pending = {"queries": 0, "started": 0.0}
 
 
 def _count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
@@ -24,16 +26,23 @@ def _wrap_connection(*, connection: Any, **_kwargs: Any) -> None:
         connection.execute_wrappers.append(_count)
 
 
-def _flush(**_kwargs: Any) -> None:
-    """After each task: add this process's query count to Redis (one round trip per task)."""
+def _started(**_kwargs: Any) -> None:
+    _pending["started"] = time.process_time()
+
+
+def _flush(*, sender: Any = None, **_kwargs: Any) -> None:
+    """After each task: add this process's query count and the task's CPU time to Redis (one
+    round trip per task)."""
     import redis
 
+    cpu = time.process_time() - _pending["started"]
     queries, _pending["queries"] = _pending["queries"], 0
     client = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
     try:
         pipe = client.pipeline()
         pipe.incrby(QUERIES_KEY, queries)
         pipe.incr(TASKS_KEY)
+        pipe.hincrby(TASK_CPU_KEY, getattr(sender, "name", "?"), round(cpu * 1e6))
         pipe.execute()
     finally:
         client.close()
@@ -49,11 +58,12 @@ class BenchConfig(AppConfig):
     def ready(self) -> None:
         if os.environ.get("BENCH_COUNT_QUERIES") != "1":
             return
-        from celery.signals import task_postrun
+        from celery.signals import task_postrun, task_prerun
         from django.db import connections
         from django.db.backends.signals import connection_created
 
         connection_created.connect(_wrap_connection, dispatch_uid="bench.count_queries")
         for connection in connections.all(initialized_only=True):
             _wrap_connection(connection=connection)
+        task_prerun.connect(_started, dispatch_uid="bench.task_started", weak=False)
         task_postrun.connect(_flush, dispatch_uid="bench.flush_queries", weak=False)
