@@ -13,7 +13,7 @@ from django.forms.models import BaseInlineFormSet
 from django.utils import timezone
 
 from campaigns.models import Campaign, ChannelChoice, MessageTypeDefinition, TemplatePart
-from campaigns.services.campaigns import EDITABLE, campaign_validate_context
+from campaigns.services.campaigns import CONTENT_FIELDS, EDITABLE, campaign_validate_context
 from campaigns.services.message_types import (
     CHANNEL_FILES,
     template_parts_validate,
@@ -176,21 +176,7 @@ class CampaignForm(forms.ModelForm):
 
     class Meta:
         model = Campaign
-        fields = [
-            "name",
-            "message_type",
-            "recipient_source",
-            "context",
-            "channels",
-            "language",
-            "expiration_hours",
-            "schedule_kind",
-            "scheduled_at",
-            "crontab",
-            "interval_seconds",
-            "time_zone",
-            "exclude_previous_recipients",
-        ]
+        fields = list(CONTENT_FIELDS)  # everything an operator edits needs a new approval
 
     def __init__(self, *args: Any, **kwargs: Any):
         from campaigns.selectors import channel_enabled_choices
