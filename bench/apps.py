@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from typing import Any
@@ -12,8 +13,19 @@ from django.apps import AppConfig
 QUERIES_KEY = "bench:queries"
 TASKS_KEY = "bench:tasks"
 TASK_CPU_KEY = "bench:task_cpu_us"  # hash: task name -> CPU microseconds inside tasks
+GC_KEY = "bench:gc_us"  # hash: generation -> microseconds spent in garbage collections
 
 _pending = {"queries": 0, "started": 0.0}
+_gc: dict[int, float] = {}
+_gc_started = [0.0]
+
+
+def _gc_timer(phase: str, info: dict) -> None:
+    if phase == "start":
+        _gc_started[0] = time.perf_counter()
+    else:
+        generation = info["generation"]
+        _gc[generation] = _gc.get(generation, 0.0) + time.perf_counter() - _gc_started[0]
 
 
 def _count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
@@ -43,6 +55,9 @@ def _flush(*, sender: Any = None, **_kwargs: Any) -> None:
         pipe.incrby(QUERIES_KEY, queries)
         pipe.incr(TASKS_KEY)
         pipe.hincrby(TASK_CPU_KEY, getattr(sender, "name", "?"), round(cpu * 1e6))
+        for generation, seconds in _gc.items():
+            pipe.hincrby(GC_KEY, str(generation), round(seconds * 1e6))
+        _gc.clear()
         pipe.execute()
     finally:
         client.close()
@@ -65,5 +80,6 @@ class BenchConfig(AppConfig):
         connection_created.connect(_wrap_connection, dispatch_uid="bench.count_queries")
         for connection in connections.all(initialized_only=True):
             _wrap_connection(connection=connection)
+        gc.callbacks.append(_gc_timer)
         task_prerun.connect(_started, dispatch_uid="bench.task_started", weak=False)
         task_postrun.connect(_flush, dispatch_uid="bench.flush_queries", weak=False)

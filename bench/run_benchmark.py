@@ -428,7 +428,7 @@ def run_once(args: argparse.Namespace, count: int, sink: Sink) -> dict[str, Any]
     from django.conf import settings
     from django.db import connection
 
-    from bench.apps import QUERIES_KEY, TASK_CPU_KEY, TASKS_KEY
+    from bench.apps import GC_KEY, QUERIES_KEY, TASK_CPU_KEY, TASKS_KEY
 
     log(f"-- {count:,} recipients: seeding")
     reset_and_seed(count)
@@ -452,7 +452,7 @@ def run_once(args: argparse.Namespace, count: int, sink: Sink) -> dict[str, Any]
             log(f"-- warm-up: {args.warmup:,} recipients through the fresh worker (not timed)")
             fire_and_wait(warmup_id, args.timeout)
             time.sleep(0.5)
-            redis.delete(QUERIES_KEY, TASKS_KEY, TASK_CPU_KEY)
+            redis.delete(QUERIES_KEY, TASKS_KEY, TASK_CPU_KEY, GC_KEY)
         meter = CpuMeter(
             worker.process.pid, sink.process.pid, settings.DATABASES["default"]["NAME"]
         )
@@ -472,6 +472,7 @@ def run_once(args: argparse.Namespace, count: int, sink: Sink) -> dict[str, Any]
         worker.stop()
     queries = int(redis.get(QUERIES_KEY) or 0)
     task_cpu = {k.decode(): int(v) for k, v in redis.hgetall(TASK_CPU_KEY).items()}
+    gc_us = {k.decode(): int(v) for k, v in redis.hgetall(GC_KEY).items()}
     statuses = _status_counts(run)
     seconds = (run.finished_at - due_at).total_seconds()
     return {
@@ -492,6 +493,10 @@ def run_once(args: argparse.Namespace, count: int, sink: Sink) -> dict[str, Any]
         },
         "task_cpu_us_per_message": {
             name.rsplit(".", 1)[-1]: round(us / max(run.sent, 1)) for name, us in task_cpu.items()
+        },
+        "gc_us_per_message": {
+            f"generation {gen}": round(us / max(run.sent, 1), 1)
+            for gen, us in sorted(gc_us.items())
         },
         "machine_busy_percent": round(cpu["machine"] / (seconds * (os.cpu_count() or 1)) * 100),
     }
