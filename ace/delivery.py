@@ -72,6 +72,8 @@ def deliver(
 
     Raises:
         FatalChannelDeliveryError: If the channel fails permanently (as in the reference).
+        DeliveryOutcomeUnknownError: If the message may have been delivered despite the
+            error (never retried here, so it is never sent twice).
     """
     logger = message.get_message_specific_logger(LOG)
     channel_type = channel.channel_type

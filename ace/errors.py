@@ -4,6 +4,8 @@
 The tree mirrors the reference library: :class:`ChannelError` is the root of everything a
 channel can raise, split into :class:`RecoverableChannelDeliveryError` (try again later; it
 carries the earliest time to retry) and :class:`FatalChannelDeliveryError` (never retry).
+Beyond the reference, :class:`DeliveryOutcomeUnknownError` says that nobody can tell whether
+the message arrived (never retried automatically, so it is never sent twice).
 """
 
 from __future__ import annotations
@@ -30,6 +32,17 @@ class RecoverableChannelDeliveryError(ChannelError):
 
 class FatalChannelDeliveryError(ChannelError):
     """A permanent delivery failure: retrying would fail the same way."""
+
+
+class DeliveryOutcomeUnknownError(ChannelError):
+    """The message may or may not have been delivered: never retry it automatically.
+
+    Raised when the connection drops or times out after the whole message was handed to the
+    server (e.g. the SMTP ``.`` line, an HTTP request body) but before the server's answer:
+    the server may have accepted it, so sending again could deliver it twice. Not in the
+    reference library, and deliberately neither recoverable nor fatal: callers record it as
+    "unknown" for a person to resend on purpose.
+    """
 
 
 class RecipientAddressMissingError(FatalChannelDeliveryError):

@@ -15,6 +15,7 @@ import attrs
 
 from ace.errors import (
     ChannelError,
+    DeliveryOutcomeUnknownError,
     FatalChannelDeliveryError,
     RecipientAddressMissingError,
     RecoverableChannelDeliveryError,
@@ -32,13 +33,19 @@ class OutcomeStatus(enum.StrEnum):
     DENIED = "denied"  # a policy refused this channel type
     FAILED = "failed"  # a permanent error (or the retries ran out)
     EXPIRED = "expired"  # the message expired before it could be delivered
-    RETRY = "retry"  # a recoverable error; try again at next_attempt_time (batch path)
+    RETRY = "retry"  # a recoverable error or a policy deferral; try at next_attempt_time
     NO_ADDRESS = "no_address"  # the recipient cannot be reached on this channel
+    UNKNOWN = "unknown"  # the connection was lost after the message went out: not retried
 
 
 @attrs.define
 class DeliveryOutcome:
-    """What happened to ``message`` on ``channel_type``, and why."""
+    """What happened to ``message`` on ``channel_type``, and why.
+
+    ``deferred`` is true for a RETRY that a policy asked for (``PolicyResult.defer_until``):
+    nothing was attempted, so a caller counting attempts or backing off must not count it,
+    and ``next_attempt_time`` is the policy's own time.
+    """
 
     message: Message
     channel_type: ChannelType
@@ -47,11 +54,35 @@ class DeliveryOutcome:
     reason: str = ""
     exception_type: str = ""
     next_attempt_time: datetime | None = None
+    deferred: bool = False
 
     @property
     def ok(self) -> bool:
         """True if the message was sent."""
         return self.status is OutcomeStatus.SENT
+
+    @classmethod
+    def for_deferral(
+        cls, message: Message, channel_type: ChannelType, until: datetime, reason: str
+    ) -> DeliveryOutcome:
+        """A policy postponed the message until ``until``: RETRY then (``deferred``, nothing
+        was attempted), or EXPIRED when the message expires before that time."""
+        expires = message.expiration_time
+        if expires is not None and until >= expires:
+            return cls(
+                message=message,
+                channel_type=channel_type,
+                status=OutcomeStatus.EXPIRED,
+                reason=f"Would expire before it may be sent ({until.isoformat()}): {reason}",
+            )
+        return cls(
+            message=message,
+            channel_type=channel_type,
+            status=OutcomeStatus.RETRY,
+            reason=reason,
+            next_attempt_time=until,
+            deferred=True,
+        )
 
     @classmethod
     def from_error(
@@ -61,17 +92,17 @@ class DeliveryOutcome:
         error: Exception,
         channel_name: str | None = None,
     ) -> DeliveryOutcome:
-        """The outcome a channel error stands for (RETRY, NO_ADDRESS or FAILED)."""
+        """The outcome a channel error stands for (RETRY, UNKNOWN, NO_ADDRESS or FAILED)."""
+        next_attempt_time = None
         if isinstance(error, RecoverableChannelDeliveryError):
             status = OutcomeStatus.RETRY
             next_attempt_time = error.next_attempt_time
+        elif isinstance(error, DeliveryOutcomeUnknownError):
+            status = OutcomeStatus.UNKNOWN
+        elif isinstance(error, RecipientAddressMissingError):
+            status = OutcomeStatus.NO_ADDRESS
         else:
-            status = (
-                OutcomeStatus.NO_ADDRESS
-                if isinstance(error, RecipientAddressMissingError)
-                else OutcomeStatus.FAILED
-            )
-            next_attempt_time = None
+            status = OutcomeStatus.FAILED
         reason = error.message if isinstance(error, RecoverableChannelDeliveryError) else str(error)
         if not isinstance(error, ChannelError) and not reason:
             reason = repr(error)

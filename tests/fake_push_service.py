@@ -173,6 +173,8 @@ class Reply:
     status: int = 201
     headers: dict[str, str] = attrs.Factory(dict)
     body: bytes = b""
+    #: Keep the request (it is recorded) but close the connection without any answer.
+    drop: bool = False
 
 
 class FakePushService:
@@ -198,6 +200,9 @@ class FakePushService:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 reply = service._record(self, body)
+                if reply.drop:
+                    self.close_connection = True
+                    return
                 self.send_response(reply.status)
                 for key, value in reply.headers.items():
                     self.send_header(key, value)

@@ -9,6 +9,11 @@ Beyond the reference (which turned every SMTP error into a fatal one):
   (``ACE_CHANNEL_DJANGO_EMAIL_RETRY_DELAY`` seconds from now, 60 by default);
   permanent ones -- 5xx replies, a refused recipient -- raise
   :class:`~ace.errors.FatalChannelDeliveryError` carrying the server's reply;
+* a connection dropped or timed out after the message's content (the final ``.`` line) was
+  sent but before the server's reply raises :class:`~ace.errors.DeliveryOutcomeUnknownError`:
+  the server may have accepted the message, and retrying could deliver it twice. (With
+  Django's SMTP backend the channel watches its ``smtplib`` connection to tell that moment
+  apart; other backends report what they raise.)
 * :meth:`DjangoEmailChannel.open_session` keeps one backend connection (one SMTP connection)
   open for a whole batch, reconnecting after a drop;
 * the rendered ``from_name`` becomes the sender's display name, ``options['reply_to']`` and
@@ -32,8 +37,10 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 
 from ace.channel import Channel, ChannelSession
 from ace.channel.mixins import EmailChannelMixin
+from ace.channel.smtp_fast import SMTPReplyLost
 from ace.errors import (
     ChannelError,
+    DeliveryOutcomeUnknownError,
     FatalChannelDeliveryError,
     RecoverableChannelDeliveryError,
 )
@@ -72,12 +79,18 @@ def smtp_error_to_channel_error(exc: BaseException) -> ChannelError | None:
     Translate an error raised while sending email into an ACE channel error.
 
     Returns:
-        A recoverable error for 4xx replies, disconnections, timeouts and network errors; a
-        fatal one for 5xx replies, refused recipients, invalid messages and other SMTP
-        errors; ``None`` for anything else (a bug, to be raised as it is).
+        An "unknown outcome" error when the connection was lost after the message was sent
+        (:class:`~ace.channel.smtp_fast.SMTPReplyLost`); a recoverable error for 4xx replies,
+        other disconnections, timeouts and network errors; a fatal one for 5xx replies,
+        refused recipients, invalid messages and other SMTP errors; ``None`` for anything
+        else (a bug, to be raised as it is).
     """
     if isinstance(exc, ChannelError):
         return exc
+    if isinstance(exc, SMTPReplyLost):  # a subclass of SMTPServerDisconnected: test it first
+        return DeliveryOutcomeUnknownError(
+            f"{exc}; the message may have been delivered, so it is not retried automatically"
+        )
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         refusals = list(exc.recipients.items())
         if refusals:
@@ -185,19 +198,17 @@ class DjangoEmailChannel(EmailChannelMixin, Channel):
         return email
 
     def deliver(self, message: Message, rendered_message: RenderedEmail) -> None:
-        """Send one message over a connection of its own (as the reference does)."""
+        """Send one message over a connection of its own (as the reference does), with the
+        same error mapping as a session."""
         email = self.build_email(message, rendered_message)
-        connection = get_connection(fail_silently=False)
+        session = DjangoEmailSession(self)
         try:
-            sent = connection.send_messages([email])
-        except Exception as exc:
-            error = smtp_error_to_channel_error(exc)
-            if error is None:
-                raise
+            error = session.send_email(email)
+        finally:
+            session.close()
+        if error is not None:
             LOG.warning("Email delivery of %s failed: %s", message.log_id, error)
-            raise error from exc
-        if not sent:
-            raise FatalChannelDeliveryError(NOT_SENT)
+            raise error
 
     def open_session(self) -> ChannelSession:
         """A session keeping backend connections open for many messages: with Django's SMTP
@@ -254,6 +265,9 @@ class DjangoEmailSession(ChannelSession):
         if self._connection is None:
             connection = get_connection(fail_silently=False)
             connection.open()
+            smtp = getattr(connection, "connection", None)
+            if isinstance(smtp, smtplib.SMTP):
+                _watch_data(smtp)
             self._connection = connection
         return self._connection
 
@@ -268,3 +282,33 @@ class DjangoEmailSession(ChannelSession):
     def close(self) -> None:
         """Close the connection (QUIT)."""
         self._discard()
+
+
+def _watch_data(smtp: smtplib.SMTP) -> None:
+    """Make ``smtp`` raise :class:`~ace.channel.smtp_fast.SMTPReplyLost` instead of
+    ``SMTPServerDisconnected`` when the connection is lost after the message content was
+    written in ``DATA`` (``smtplib`` raises the same error before and after that point).
+
+    ``SMTP.data()`` writes twice -- the ``DATA`` command, then (after the 354 reply) the
+    content ending with the ``.`` line -- and reads a reply after each. Both methods are
+    wrapped on this instance only; a failed write of the content (``send`` raised) means its
+    last bytes, the ``.`` line, never left, so that stays a plain, retryable disconnection.
+    """
+    send, data = smtp.send, smtp.data
+    writes = [0]  # completed writes in the current data() call
+
+    def counting_send(payload: Any) -> None:
+        send(payload)
+        writes[0] += 1
+
+    def watched_data(msg: Any) -> Any:
+        writes[0] = 0
+        try:
+            return data(msg)
+        except smtplib.SMTPServerDisconnected as exc:
+            if writes[0] >= 2:
+                raise SMTPReplyLost(exc) from exc
+            raise
+
+    smtp.send = counting_send  # type: ignore[method-assign]
+    smtp.data = watched_data  # type: ignore[method-assign]

@@ -16,6 +16,9 @@ What happens to one message (one recipient, all their devices):
   recipient has no address any more (:class:`~ace.errors.RecipientAddressMissingError`);
 - at least one device accepted it: delivered; the other devices' failures are only logged (a
   retry would notify the devices that already got it a second time);
+- nothing accepted and some device's request went out but got no answer (read timeout,
+  connection closed while waiting): :class:`~ace.errors.DeliveryOutcomeUnknownError` -- that
+  device may have been notified, so the message is not retried automatically;
 - nothing accepted and some device answered 429/5xx or could not be reached:
   :class:`~ace.errors.RecoverableChannelDeliveryError` at the latest ``Retry-After`` (or
   ``ACE_CHANNEL_PUSH_RETRY_DELAY`` seconds);
@@ -52,10 +55,12 @@ from pywebpush import WebPusher, WebPushException
 from ace.channel import Channel, ChannelSession, ChannelType
 from ace.errors import (
     ChannelError,
+    DeliveryOutcomeUnknownError,
     FatalChannelDeliveryError,
     RecipientAddressMissingError,
     RecoverableChannelDeliveryError,
 )
+from ace.utils.http import request_may_have_arrived
 
 if TYPE_CHECKING:
     from push_notifications.models import WebPushDevice
@@ -153,7 +158,7 @@ class DeviceResult:
     """What the push service said for one device."""
 
     device_id: int
-    state: str  # "sent" | "gone" | "retry" | "failed"
+    state: str  # "sent" | "gone" | "retry" | "unknown" (sent, no answer) | "failed"
     detail: str = ""
     retry_at: datetime | None = None
 
@@ -283,6 +288,10 @@ class PushNotificationSession(ChannelSession):
             return
         if len(by_state["gone"]) == len(outcomes):
             raise RecipientAddressMissingError(ALL_GONE.format(user_id=user_id, details=details))
+        if by_state["unknown"]:  # a retry could notify that device twice
+            raise DeliveryOutcomeUnknownError(
+                f"push to user {user_id} may or may not have arrived: {details}"
+            )
         if by_state["retry"]:
             retry_at = max(o.retry_at for o in by_state["retry"] if o.retry_at)
             raise RecoverableChannelDeliveryError(
@@ -326,6 +335,13 @@ class PushNotificationSession(ChannelSession):
             message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
             return DeviceResult(device.pk, "failed", f"invalid subscription ({message})")
         except requests.RequestException as exc:
+            if request_may_have_arrived(exc):
+                return DeviceResult(
+                    device.pk,
+                    "unknown",
+                    f"no answer from the push service after the request was sent "
+                    f"({type(exc).__name__}); not retried",
+                )
             return DeviceResult(
                 device.pk,
                 "retry",

@@ -20,10 +20,14 @@ Settings (same flat names as the reference library)::
 
 Delivery is "at most once" in the reference's sense: a success only means Sailthru accepted the
 request. Error codes 9 (internal error) and 43 (rate limit) and failures to reach the API
-(connection refused, timeout) raise :class:`~ace.errors.RecoverableChannelDeliveryError` with the
-time given by the ``X-Rate-Limit-Reset`` header (never in the past); every other refusal raises
-:class:`~ace.errors.FatalChannelDeliveryError`. Nothing here sleeps: the caller decides when to
-retry. Error codes: https://getstarted.sailthru.com/developers/api/errors/
+(connection refused, connect timeout) raise :class:`~ace.errors.RecoverableChannelDeliveryError`
+with the time given by the ``X-Rate-Limit-Reset`` header (never in the past); every other refusal
+raises :class:`~ace.errors.FatalChannelDeliveryError`. A request that was sent but got no answer
+(read timeout, connection closed while waiting) raises
+:class:`~ace.errors.DeliveryOutcomeUnknownError`: Sailthru may have accepted it, so it is not
+retried (a batch session then holds its remaining messages back as recoverable). Nothing here
+sleeps: the caller decides when to retry.
+Error codes: https://getstarted.sailthru.com/developers/api/errors/
 """
 
 from __future__ import annotations
@@ -39,8 +43,13 @@ from django.utils.translation import gettext
 
 from ace.channel import Channel, ChannelSession, ChannelType
 from ace.channel.mixins import EmailChannelMixin
-from ace.errors import FatalChannelDeliveryError, RecoverableChannelDeliveryError
+from ace.errors import (
+    DeliveryOutcomeUnknownError,
+    FatalChannelDeliveryError,
+    RecoverableChannelDeliveryError,
+)
 from ace.utils.date import get_current_time
+from ace.utils.http import request_may_have_arrived
 
 if TYPE_CHECKING:
     from ace.message import Message
@@ -189,6 +198,7 @@ class SailthruEmailChannel(EmailChannelMixin, Channel):
         Raises:
             RecipientAddressMissingError: The recipient has no email address (nothing is sent).
             RecoverableChannelDeliveryError: Rate limit, Sailthru internal error, unreachable.
+            DeliveryOutcomeUnknownError: The request went out and no answer came back.
             FatalChannelDeliveryError: Any other refusal, or the channel is not configured.
         """
         logger = message.get_message_specific_logger(LOG)
@@ -235,6 +245,11 @@ class SailthruEmailChannel(EmailChannelMixin, Channel):
         """Map a failure to talk to the API. The client library wraps the ``requests`` exception
         in SailthruClientError without ``from``, so the original is only in ``__context__``."""
         cause = exc.__context__
+        if request_may_have_arrived(cause):
+            raise DeliveryOutcomeUnknownError(
+                f"No answer from Sailthru after the request was sent ({exc}); it may have been "
+                "accepted, so it is not retried automatically"
+            ) from exc
         if isinstance(cause, requests.ConnectionError | requests.Timeout):
             raise RecoverableChannelDeliveryError(
                 f"Could not reach Sailthru: {exc}", next_attempt_time(None)
@@ -277,10 +292,10 @@ class SailthruChannelSession(ChannelSession):
     """Delivers a batch through Sailthru, one request per message (the client library opens a
     new HTTP connection per request; it offers no way to reuse one).
 
-    Once Sailthru says the rate limit is reached, or cannot be reached at all, the rest of the
-    batch is not sent: each remaining item gets the same recoverable error and retry time
-    without a request, instead of burning requests on certain refusals or waiting one timeout
-    per message.
+    Once Sailthru says the rate limit is reached, cannot be reached at all, or leaves a request
+    unanswered, the rest of the batch is not sent: each remaining item gets a recoverable error
+    and retry time without a request, instead of burning requests on certain refusals or
+    waiting one timeout per message (the unanswered one itself is UNKNOWN, never retried).
     """
 
     channel: SailthruEmailChannel
@@ -301,6 +316,9 @@ class SailthruChannelSession(ChannelSession):
         if isinstance(error, RecoverableChannelDeliveryError) and _pauses_batch(error):
             self.paused_until = error.next_attempt_time
             self._pause_reason = error.message
+        elif isinstance(error, DeliveryOutcomeUnknownError):
+            self.paused_until = next_attempt_time(None)
+            self._pause_reason = "Sailthru left a request unanswered"
         return error
 
 

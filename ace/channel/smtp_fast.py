@@ -21,6 +21,11 @@ Each message gets its own result, in order: ``None`` when the server accepted it
 exception ``smtplib`` would have raised for it (``SMTPSenderRefused``, ``SMTPRecipientsRefused``,
 ``SMTPDataError``, ``SMTPServerDisconnected`` ...), so callers map errors exactly as they do for
 Django's backend. A failure never raises out of :meth:`PipelinedSMTPTransport.send_many`.
+
+One result is finer than ``smtplib``'s: when the connection is lost after a message's whole
+content (its final ``.`` line) was written but before the server replied to it, the result is
+:class:`SMTPReplyLost` (a ``SMTPServerDisconnected``): the server may have accepted the message,
+so sending it again could deliver it twice.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ __all__ = [
     "Envelope",
     "PipelinedEmailSession",
     "PipelinedSMTPTransport",
+    "SMTPReplyLost",
     "django_smtp_connector",
     "pipelined_session_for",
     "smtp_data",
@@ -52,6 +58,22 @@ __all__ = [
 _EOLS = re.compile(rb"\r\n|\n|\r(?!\n)")
 _RSET = b"RSET\r\n"
 _DATA = b"DATA\r\n"
+
+
+class SMTPReplyLost(smtplib.SMTPServerDisconnected):
+    """The connection was lost (dropped, timed out) after the message's content and its final
+    ``.`` line were written, before the server's reply: the server may have accepted it.
+
+    A subclass of ``SMTPServerDisconnected`` so code unaware of it still sees a disconnection;
+    :func:`ace.channel.django_email.smtp_error_to_channel_error` maps it to
+    :class:`~ace.errors.DeliveryOutcomeUnknownError` (never retried automatically).
+    """
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(
+            f"Connection lost after the message was sent, before the server's reply ({error})"
+        )
+        self.__cause__ = error
 
 
 class Envelope(NamedTuple):
@@ -78,6 +100,19 @@ def smtp_data(data: bytes, *, crlf: bool = False) -> bytes:
     if data and not data.endswith(b"\r\n"):
         data += b"\r\n"
     return data + b".\r\n"
+
+
+def _write_all(sock: Any, payload: bytes) -> tuple[int, OSError | None]:
+    """Write ``payload`` like ``sendall``, but say how many bytes were handed to the kernel
+    before an error stopped it (``sendall`` does not): ``(written, error or None)``."""
+    view = memoryview(payload)
+    written = 0
+    try:
+        while written < len(view):
+            written += sock.send(view[written:])
+    except OSError as error:
+        return written, error
+    return written, None
 
 
 class _Item:
@@ -295,12 +330,25 @@ class PipelinedSMTPTransport:
         if backend is not None:
             self._close_quietly(backend, quit=quit)
 
-    def _fail_slot(self, slot: _Slot, error: BaseException, results: list) -> None:
-        """The connection is gone: every unfinished item on it fails with ``error``."""
+    def _fail_slot(
+        self,
+        slot: _Slot,
+        error: BaseException,
+        results: list,
+        *,
+        unwritten: frozenset[int] = frozenset(),
+    ) -> None:
+        """The connection is gone: every unfinished item on it fails with ``error``, except an
+        item whose content was written (its ``body`` awaits a reply; ``unwritten`` lists the
+        ids of items whose write failed part-way): it fails with :class:`SMTPReplyLost`,
+        since the server may have accepted it."""
+        written = {
+            id(item) for item, kind, _ in slot.sent if kind == "body" and id(item) not in unwritten
+        }
         for item, *_ in [*slot.sent, *slot.queued, *slot.steps]:
             if item is not None and item.error is None and not item.done:
-                item.error = error
-                self._resolve(item, error, results)
+                item.error = SMTPReplyLost(error) if id(item) in written else error
+                self._resolve(item, item.error, results)
         self._drop(slot)
 
     # The exchange ------------------------------------------------------------------------
@@ -330,15 +378,24 @@ class PipelinedSMTPTransport:
             slot.queued.append((item, kind, rcpt))
 
     def _flush(self, slot: _Slot, results: list) -> None:
-        payload = b"".join(slot.out) if len(slot.out) > 1 else slot.out[0]
-        slot.out.clear()
-        slot.sent.extend(slot.queued)
-        slot.queued.clear()
-        try:
-            slot.smtp.sock.sendall(payload)  # type: ignore[union-attr]
-        except OSError as error:
-            lost = smtplib.SMTPServerDisconnected(f"Connection lost while sending: {error}")
-            self._fail_slot(slot, lost, results)
+        out, queued = slot.out, slot.queued
+        payload = b"".join(out) if len(out) > 1 else out[0]
+        slot.sent.extend(queued)
+        written, error = _write_all(slot.smtp.sock, payload)  # type: ignore[union-attr]
+        if error is None:
+            out.clear()
+            queued.clear()
+            return
+        # Which contents were written whole (their final "." line went out) before the error?
+        unwritten, end = set(), 0
+        for chunk, (item, kind, _rcpt) in zip(out, queued, strict=True):
+            end += len(chunk)
+            if kind == "body" and end > written:
+                unwritten.add(id(item))
+        out.clear()
+        queued.clear()
+        lost = smtplib.SMTPServerDisconnected(f"Connection lost while sending: {error}")
+        self._fail_slot(slot, lost, results, unwritten=frozenset(unwritten))
 
     def _collect(self, slot: _Slot, results: list) -> None:
         """Read every reply due for what was written on ``slot`` and act on each."""
@@ -454,7 +511,8 @@ class PipelinedEmailSession(ChannelSession):
     serialized by :func:`ace.channel.mime_fast.message_bytes`, and its SMTP result is mapped by
     the channel's own :func:`~ace.channel.django_email.smtp_error_to_channel_error`: 4xx,
     disconnections and timeouts are recoverable (with ``next_attempt_time``), 5xx and refused
-    recipients are fatal with the server's reply.
+    recipients are fatal with the server's reply, and a connection lost after a message's
+    content was written (:class:`SMTPReplyLost`) is unknown, never retried.
     """
 
     channel: DjangoEmailChannel

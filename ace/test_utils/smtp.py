@@ -3,8 +3,18 @@
 ``aiosmtpd``, a test dependency).
 
 It records every accepted message (envelope sender, recipients, raw bytes) and lets a test
-choose, per recipient, a 4xx/5xx reply, a dropped connection or a slow reply, at the RCPT or
-DATA stage, for a number of times or for ever.
+choose, per recipient, a 4xx/5xx reply, a dropped connection or a slow reply, for a number of
+times or for ever, at one of three stages:
+
+* ``"rcpt"``: the ``RCPT TO`` command;
+* ``"data_command"``: the ``DATA`` command, before the server invites the content (354) --
+  nothing of the message has been sent yet;
+* ``"data"``: after the whole content, final ``.`` line included, was received, in place of
+  the server's reply to it.
+
+:meth:`RecordingSMTPServer.drop_after_accepting` keeps the message and then drops the
+connection without replying: the client cannot know the message was accepted (the case where
+a retry would deliver it twice).
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ import attrs
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
-STAGES = ("rcpt", "data")
+STAGES = ("rcpt", "data_command", "data")
 
 # aiosmtpd logs every command at INFO; keep test output readable.
 logging.getLogger("mail.log").setLevel(logging.WARNING)
@@ -54,7 +64,7 @@ class ReceivedMessage:
 
 @attrs.define
 class _Rule:
-    action: str  # "reply", "drop" or "delay"
+    action: str  # "reply", "drop", "delay" or "accept_and_drop"
     reply: str = ""
     seconds: float = 0.0
     times: int | None = None  # None: for ever
@@ -79,9 +89,10 @@ class _Handler:
                 await asyncio.sleep(rule.seconds)
                 continue
             if rule.action == "drop":
-                if smtp.transport is not None:
-                    smtp.transport.abort()
+                _abort(smtp)
                 return "421 4.4.2 Connection dropped by test"
+            if rule.action == "accept_and_drop":
+                return _ACCEPT_AND_DROP
             return rule.reply
         return None
 
@@ -94,7 +105,7 @@ class _Handler:
 
     async def handle_DATA(self, server, session, envelope):
         status = await self._apply(server, "data", envelope.rcpt_tos)
-        if status is not None:
+        if status is not None and status is not _ACCEPT_AND_DROP:
             return status
         self.server._record(
             ReceivedMessage(
@@ -104,7 +115,19 @@ class _Handler:
                 connection=getattr(server, "connection_number", 0),
             )
         )
+        if status is _ACCEPT_AND_DROP:
+            _abort(server)  # kept, but the client never hears so
         return "250 Message accepted for delivery"
+
+
+#: What ``_apply`` returns for an "accept_and_drop" rule (``handle_DATA`` acts on it).
+_ACCEPT_AND_DROP = "250 accepted, then dropped by test"
+
+
+def _abort(smtp: SMTP) -> None:
+    """Close the client's connection at once; whatever the server writes after is lost."""
+    if smtp.transport is not None:
+        smtp.transport.abort()
 
 
 class _CountingSMTP(SMTP):
@@ -116,6 +139,18 @@ class _CountingSMTP(SMTP):
     def connection_made(self, transport: Any) -> None:
         self.connection_number = self._recorder._count_connection()
         super().connection_made(transport)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        # The "data_command" stage: act on the DATA command itself, before the 354 reply.
+        if self.envelope is not None and self.envelope.rcpt_tos and not arg:
+            handler = self.event_handler
+            status = await handler._apply(self, "data_command", list(self.envelope.rcpt_tos))
+            if status is not None:
+                self._set_post_data_state()  # a refused DATA ends the transaction
+                if self.transport is not None and not self.transport.is_closing():
+                    await self.push(status)
+                return
+        await super().smtp_DATA(arg)
 
 
 class _Controller(Controller):
@@ -142,6 +177,7 @@ class RecordingSMTPServer:
         server = RecordingSMTPServer().start()
         server.reply("busy@example.org", "451 4.3.0 Try later")   # RCPT stage, for ever
         server.drop("gone@example.org", times=1)                    # one dropped connection
+        server.drop_after_accepting("maybe@example.org", times=1)   # kept, reply never sent
         ...
         server.messages[0].part("html")
         server.stop()
@@ -208,8 +244,14 @@ class RecordingSMTPServer:
         self._add_rule(stage, address, _Rule("reply", reply=reply, times=times))
 
     def drop(self, address: str, *, stage: str = "rcpt", times: int | None = None) -> None:
-        """Drop the connection when this recipient is reached."""
+        """Drop the connection when this recipient is reached (at ``"data"``: the content
+        was received, and is discarded)."""
         self._add_rule(stage, address, _Rule("drop", times=times))
+
+    def drop_after_accepting(self, address: str, *, times: int | None = None) -> None:
+        """Accept (record) a message to this recipient, then drop the connection instead of
+        replying to its content: the client sent everything and never learns the result."""
+        self._add_rule("data", address, _Rule("accept_and_drop", times=times))
 
     def delay(
         self, address: str, seconds: float, *, stage: str = "rcpt", times: int | None = None

@@ -79,3 +79,38 @@ def test_reset_forgets_everything(smtp_server):
     with client(smtp_server) as smtp:
         smtp.sendmail("a@example.org", ["b@example.org"], RAW)
     assert len(smtp_server.messages) == 1
+
+
+def test_drop_at_the_data_command_happens_before_any_content(smtp_server):
+    smtp_server.drop("b@example.org", stage="data_command", times=1)
+    smtp = client(smtp_server)
+    smtp.ehlo()
+    smtp.mail("a@example.org")
+    smtp.rcpt("b@example.org")
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        smtp.data(RAW)
+    assert smtp_server.messages == []
+
+
+def test_reply_at_the_data_command(smtp_server):
+    smtp_server.reply("b@example.org", "451 4.3.0 not now", stage="data_command", times=1)
+    with client(smtp_server) as smtp:
+        with pytest.raises(smtplib.SMTPDataError) as info:
+            smtp.sendmail("a@example.org", ["b@example.org"], RAW)
+        assert info.value.smtp_code == 451
+        smtp.sendmail("a@example.org", ["b@example.org"], RAW)  # the connection is still fine
+    assert len(smtp_server.messages) == 1
+
+
+def test_drop_after_accepting_keeps_the_message_but_never_replies(smtp_server):
+    smtp_server.drop_after_accepting("b@example.org", times=1)
+    smtp = client(smtp_server)
+    smtp.ehlo()
+    smtp.mail("a@example.org")
+    smtp.rcpt("b@example.org")
+    # The content went out whole; the reply to it never comes.
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        smtp.data(RAW)
+    (kept,) = smtp_server.messages
+    assert kept.rcpt_tos == ["b@example.org"]
+    assert kept.message["Subject"] == "hi"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from datetime import timedelta
 
 import pytest
@@ -18,7 +19,9 @@ from ace.channel.django_email import (
     smtp_error_to_channel_error,
 )
 from ace.channel.mixins import HEADER_NEWLINE, NO_FROM_ADDRESS
+from ace.channel.smtp_fast import SMTPReplyLost
 from ace.errors import (
+    DeliveryOutcomeUnknownError,
     FatalChannelDeliveryError,
     RecipientAddressMissingError,
     RecoverableChannelDeliveryError,
@@ -201,6 +204,45 @@ def test_timeout_is_recoverable(smtp_backend, settings):
         deliver(make_message())
 
 
+def test_drop_after_the_content_was_sent_is_unknown_not_recoverable(smtp_backend):
+    smtp_backend.drop_after_accepting("learner@example.org", times=1)
+    with pytest.raises(DeliveryOutcomeUnknownError, match="may have been delivered") as info:
+        deliver(make_message())
+    assert not isinstance(info.value, RecoverableChannelDeliveryError)
+    assert isinstance(info.value.__cause__, SMTPReplyLost)
+    assert len(smtp_backend.messages) == 1  # the server did keep it
+
+
+def test_timeout_after_the_content_was_sent_is_unknown(smtp_backend, settings):
+    settings.EMAIL_TIMEOUT = 0.3
+    smtp_backend.delay("learner@example.org", 1.0, stage="data", times=1)
+    started = time.monotonic()
+    with pytest.raises(DeliveryOutcomeUnknownError, match="timed out") as info:
+        deliver(make_message())
+    assert time.monotonic() - started < 1.0  # gave up at the timeout
+    assert not isinstance(info.value, RecoverableChannelDeliveryError)
+
+
+@pytest.mark.parametrize("stage", ["rcpt", "data_command"])
+def test_drop_before_the_content_is_sent_stays_recoverable(smtp_backend, stage):
+    smtp_backend.drop("learner@example.org", stage=stage, times=1)
+    with pytest.raises(RecoverableChannelDeliveryError):
+        deliver(make_message())
+    assert smtp_backend.messages == []
+    deliver(make_message())  # and the retry goes through
+    assert len(smtp_backend.messages) == 1
+
+
+def test_send_through_ace_reports_unknown_and_never_retries_it(smtp_backend, no_sleep):
+    smtp_backend.drop_after_accepting("learner@example.org")  # every time
+    (outcome,) = ace.send(make_message())
+    assert outcome.status is OutcomeStatus.UNKNOWN
+    assert outcome.next_attempt_time is None
+    assert "may have been delivered" in outcome.reason
+    assert no_sleep == []
+    assert len(smtp_backend.messages) == 1
+
+
 def test_refused_connection_is_recoverable(settings):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -288,6 +330,19 @@ def test_session_reconnects_after_a_dropped_connection(smtp_backend):
     }
 
 
+def test_session_reports_an_unknown_outcome_and_goes_on_with_a_new_connection(smtp_backend):
+    smtp_backend.drop_after_accepting("user2@example.org", times=1)
+    with DjangoEmailSession(DjangoEmailChannel()) as session:
+        results = session.deliver_many(session_items(4))
+    assert isinstance(results[2], DeliveryOutcomeUnknownError)
+    assert [r is None for r in results] == [True, True, False, True]
+    # Each recipient received exactly one message, the "unknown" one included.
+    assert sorted(m.rcpt_tos[0] for m in smtp_backend.messages) == [
+        f"user{i}@example.org" for i in range(4)
+    ]
+    assert smtp_backend.connections == 2
+
+
 def test_session_reports_invalid_items_without_sending_them(smtp_backend):
     items = session_items(2)
     bad = make_message(recipient=Recipient(lms_user_id=9))
@@ -329,3 +384,9 @@ def test_error_mapping_helpers():
     assert breaks_connection(smtplib.SMTPServerDisconnected())
     assert breaks_connection(smtplib.SMTPSenderRefused(421, b"closing", "a@b"))
     assert not breaks_connection(smtplib.SMTPRecipientsRefused({"a": (550, b"no")}))
+
+    lost = SMTPReplyLost(smtplib.SMTPServerDisconnected("Connection unexpectedly closed"))
+    unknown = smtp_error_to_channel_error(lost)
+    assert isinstance(unknown, DeliveryOutcomeUnknownError)
+    assert "Connection unexpectedly closed" in str(unknown)
+    assert breaks_connection(lost)

@@ -39,6 +39,7 @@ from ace.channel.push_notification import (
     vapid_public_key,
 )
 from ace.errors import (
+    DeliveryOutcomeUnknownError,
     FatalChannelDeliveryError,
     RecipientAddressMissingError,
     RecoverableChannelDeliveryError,
@@ -396,6 +397,30 @@ def test_an_unreachable_push_service_is_recoverable(channel, user, push_service)
     push_service.stop()  # nothing listens on that port any more
     with pytest.raises(RecoverableChannelDeliveryError, match="unreachable"):
         channel.deliver(make_message(user.pk), rendered())
+
+
+def test_no_answer_after_the_request_is_unknown_not_retried(channel, user, push_service):
+    sub = push_service.subscribe()
+    add_device(user, sub)
+    push_service.script(sub, Reply(drop=True))
+    with pytest.raises(DeliveryOutcomeUnknownError, match="may or may not have arrived"):
+        channel.deliver(make_message(user.pk), rendered())
+    assert len(push_service.requests_for(sub)) == 1  # the service got it
+
+
+def test_an_unknown_device_beats_a_retry_but_not_a_delivery(channel, user, push_service):
+    silent, busy = push_service.subscribe(), push_service.subscribe()
+    add_device(user, silent)
+    add_device(user, busy)
+    push_service.script(silent, Reply(drop=True))
+    push_service.script(busy, Reply(503))
+    # Retrying would notify the silent device a second time: unknown, not retried.
+    with pytest.raises(DeliveryOutcomeUnknownError):
+        channel.deliver(make_message(user.pk), rendered())
+    # With another device reached, the message was delivered.
+    push_service.script(silent, Reply(drop=True))
+    channel.deliver(make_message(user.pk), rendered())
+    assert len(push_service.requests_for(busy)) == 2
 
 
 def test_a_client_error_is_fatal_with_the_reply(channel, user, push_service):

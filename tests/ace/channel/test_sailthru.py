@@ -31,6 +31,7 @@ from ace.channel.sailthru import (
     SailthruEmailChannel,
 )
 from ace.errors import (
+    DeliveryOutcomeUnknownError,
     FatalChannelDeliveryError,
     RecipientAddressMissingError,
     RecoverableChannelDeliveryError,
@@ -235,14 +236,35 @@ def test_connection_refused_is_recoverable(sailthru_settings, fake_sailthru):
     assert excinfo.value.next_attempt_time >= before + DEFAULT_RETRY_DELAY
 
 
-def test_timeout_is_recoverable(sailthru_settings, fake_sailthru):
+def test_a_read_timeout_is_an_unknown_outcome_not_a_retry(sailthru_settings, fake_sailthru):
     sailthru_settings.ACE_CHANNEL_SAILTHRU_TIMEOUT = 0.2
     fake_sailthru.delay = 1.0
 
     started = time.monotonic()
-    with pytest.raises(RecoverableChannelDeliveryError, match="Could not reach Sailthru"):
+    with pytest.raises(DeliveryOutcomeUnknownError, match="No answer from Sailthru") as excinfo:
         SailthruEmailChannel().deliver(make_message(), RENDERED)
     assert time.monotonic() - started < 0.9  # gave up at the timeout, did not wait the reply
+    assert not isinstance(excinfo.value, RecoverableChannelDeliveryError)
+    # The request had gone out: the slow fake accepts it after the client gave up, so a retry
+    # would have sent the email twice.
+    deadline = time.monotonic() + 5
+    while not fake_sailthru.sends and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [s["email"] for s in fake_sailthru.sends] == ["ada@example.com"]
+
+
+def test_after_an_unanswered_request_the_batch_holds_the_rest_back(
+    sailthru_settings, fake_sailthru
+):
+    sailthru_settings.ACE_CHANNEL_SAILTHRU_TIMEOUT = 0.2
+    fake_sailthru.delay = 1.0
+    with SailthruEmailChannel().open_session() as session:
+        started = time.monotonic()
+        errors = session.deliver_many([(make_message(), RENDERED)] * 3)
+    assert time.monotonic() - started < 0.9  # one timeout, not three
+    assert isinstance(errors[0], DeliveryOutcomeUnknownError)
+    assert all(type(e) is RecoverableChannelDeliveryError for e in errors[1:])
+    assert all("left a request unanswered earlier in this batch" in e.message for e in errors[1:])
 
 
 def test_non_json_503_from_a_proxy_is_recoverable(sailthru_settings, fake_sailthru):

@@ -8,6 +8,7 @@ import email.policy
 import smtplib
 import socket
 import time
+from collections import deque
 
 import pytest
 from ace_stubs import make_message
@@ -21,10 +22,12 @@ from ace.channel.smtp_fast import (
     Envelope,
     PipelinedEmailSession,
     PipelinedSMTPTransport,
+    SMTPReplyLost,
     django_smtp_connector,
     smtp_data,
 )
 from ace.errors import (
+    DeliveryOutcomeUnknownError,
     FatalChannelDeliveryError,
     RecipientAddressMissingError,
     RecoverableChannelDeliveryError,
@@ -319,6 +322,118 @@ def test_unreachable_server_fails_every_item_quickly_as_recoverable(settings):
     assert time.monotonic() - started < 2.0
     assert all(isinstance(r, RecoverableChannelDeliveryError) for r in results)
     assert all(isinstance(r.__cause__, ConnectionRefusedError) for r in results)
+
+
+def test_a_drop_after_the_content_was_sent_is_reply_lost_and_nothing_is_sent_twice(server):
+    server.drop_after_accepting("user4@example.org", times=1)
+    with PipelinedSMTPTransport(django_smtp_connector(), connections=2) as transport:
+        results = transport.send_many(envelopes(12))
+    assert isinstance(results[4], SMTPReplyLost)
+    assert isinstance(results[4].__cause__, smtplib.SMTPServerDisconnected)
+    received = [m.rcpt_tos[0] for m in server.messages]
+    assert received.count("user4@example.org") == 1  # the server kept it
+    # What else was in flight on that connection had not sent its content: a plain,
+    # retryable disconnection, and it did not arrive.
+    for index, result in enumerate(results):
+        if result is not None and index != 4:
+            assert type(result) is smtplib.SMTPServerDisconnected
+            assert f"user{index}@example.org" not in received
+    assert sorted(received) == sorted(
+        f"user{i}@example.org" for i, r in enumerate(results) if r is None or i == 4
+    )
+    assert len(received) == len(set(received))
+
+
+def test_drop_at_the_data_command_stays_recoverable(server):
+    server.drop("user1@example.org", stage="data_command", times=1)
+    channel = DjangoEmailChannel()
+    message = make_message(recipient=Recipient(lms_user_id=1, email_address="user1@example.org"))
+    with channel.open_session() as session:
+        (result,) = session.deliver_many([(message, render(channel, message))])
+    assert type(result) is RecoverableChannelDeliveryError
+    assert server.messages == []
+
+
+def test_session_maps_a_lost_reply_and_a_timeout_after_the_content_to_unknown(settings, server):
+    settings.EMAIL_TIMEOUT = 0.5
+    server.drop_after_accepting("user1@example.org", times=1)
+    server.delay("user3@example.org", 2.0, stage="data", times=1)
+    channel = DjangoEmailChannel()
+    items = []
+    for index in range(5):
+        message = make_message(
+            recipient=Recipient(lms_user_id=index, email_address=f"user{index}@example.org")
+        )
+        items.append((message, render(channel, message)))
+    with channel.open_session() as session:
+        results = session.deliver_many(items)
+    for index in (1, 3):
+        assert isinstance(results[index], DeliveryOutcomeUnknownError), results
+        assert isinstance(results[index].__cause__, SMTPReplyLost)
+        assert "may have been delivered" in str(results[index])
+    # Nothing else is "unknown": anything else that failed was not sent and may be retried.
+    for index in (0, 2, 4):
+        assert results[index] is None or isinstance(results[index], RecoverableChannelDeliveryError)
+
+
+class _FakeSocket:
+    """Accepts ``budget`` bytes, then (on the next write) fails like a reset connection."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.data = bytearray()
+
+    def send(self, view) -> int:
+        room = self.budget - len(self.data)
+        if room <= 0:
+            raise BrokenPipeError(32, "Broken pipe")
+        chunk = bytes(view[:room])
+        self.data += chunk
+        return len(chunk)
+
+
+class _FakeSMTP:
+    def __init__(self, sock: _FakeSocket) -> None:
+        self.sock = sock
+        self.replies = deque([(250, b"ok"), (250, b"ok"), (354, b"go ahead")])
+
+    def ehlo_or_helo_if_needed(self) -> None:
+        pass
+
+    def has_extn(self, name: str) -> bool:
+        return name == "pipelining"
+
+    def getreply(self):
+        return self.replies.popleft()
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("short_by", "lost"), [(0, True), (1, False)])
+def test_a_write_cut_short_is_reply_lost_only_if_the_final_dot_line_went_out(short_by, lost):
+    first, second = envelopes(2)
+    commands = b"MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n" % (
+        first.sender.encode(),
+        first.recipients[0].encode(),
+    )
+    body = smtp_data(first.data, crlf=first.crlf)
+    # The second write carries the first content and the next message's commands; the
+    # connection breaks right after the content's last byte, or one byte before it.
+    sock = _FakeSocket(len(commands) + len(body) - short_by)
+
+    class Backend:
+        connection = _FakeSMTP(sock)
+
+        def close(self) -> None:
+            pass
+
+    transport = PipelinedSMTPTransport(Backend, connections=1)
+    results = transport.send_many([first, second])
+    assert bytes(sock.data).startswith(commands)
+    assert isinstance(results[0], SMTPReplyLost) is lost
+    assert isinstance(results[0], smtplib.SMTPServerDisconnected)
+    assert type(results[1]) is smtplib.SMTPServerDisconnected
 
 
 def test_transport_rejects_zero_connections():
