@@ -56,7 +56,14 @@ def send(
     The message goes through the enabled policies, then over each allowed channel type that
     has a channel: it is rendered and delivered. Channel errors are reported and logged, not
     raised (as in the reference); recoverable errors are retried in-process until the message
-    expires.
+    expires (for a few minutes at most).
+
+    A channel a policy postponed (``PolicyResult.defer_until``, e.g. quiet hours) is not
+    waited for: its outcome is RETRY with ``next_attempt_time`` set to the policy's time and
+    ``deferred`` true (EXPIRED if the message expires before then). Sending it then is the
+    caller's job: call ``send`` again at that time (the campaign dispatcher re-enqueues it).
+    A delivery whose result cannot be known (connection lost after the message went out) is
+    UNKNOWN and is not retried, so it is never sent twice.
 
     Args:
         msg: The message to send.
@@ -65,12 +72,14 @@ def send(
 
     Returns:
         One :class:`~ace.outcome.DeliveryOutcome` per channel type considered: SENT, DENIED
-        (with the policy), FAILED (with the reason), EXPIRED or NO_ADDRESS.
+        (with the policy), RETRY (postponed by a policy), FAILED (with the reason), EXPIRED,
+        NO_ADDRESS or UNKNOWN.
     """
     msg.report_basics()
     logger = msg.get_message_specific_logger(log)
     limit = normalize_channel_types(limit_to_channels)
-    allowed, denials = policy.evaluate(msg)
+    decision = policy.decide(msg)
+    allowed = decision.allowed
     msg.report("policy_allowed_channels", ",".join(sorted(c.value for c in allowed)))
     channel_map = channels()
 
@@ -81,13 +90,23 @@ def send(
             continue
         if not channel_map.has_channel_type(channel_type):
             continue
+        if channel_type in decision.deferrals:
+            deferral = decision.deferrals[channel_type]
+            outcome = DeliveryOutcome.for_deferral(
+                msg, channel_type, deferral.until, deferral.reason
+            )
+            if outcome.status is OutcomeStatus.EXPIRED:
+                send_ace_message_failed_signal(None, msg, outcome)
+            logger.info("Delivery on %s postponed: %s", channel_type, outcome.reason)
+            outcomes.append(outcome)
+            continue
         if channel_type not in allowed:
             outcomes.append(
                 DeliveryOutcome(
                     message=msg,
                     channel_type=channel_type,
                     status=OutcomeStatus.DENIED,
-                    reason=denials.get(channel_type, "denied by policy"),
+                    reason=decision.denials.get(channel_type, "denied by policy"),
                 )
             )
             continue

@@ -103,8 +103,9 @@ class BatchSender:
 
         Returns:
             The deliveries ready for the network, and the outcomes already decided (DENIED
-            with the policy, EXPIRED, FAILED e.g. for a missing template), both in the order
-            of ``messages``.
+            with the policy, RETRY with ``deferred`` set when a policy postponed the message
+            to its ``defer_until``, EXPIRED, FAILED e.g. for a missing template), both in the
+            order of ``messages``.
         """
         if self._closed:
             raise RuntimeError(SENDER_CLOSED)
@@ -160,15 +161,24 @@ class BatchSender:
                 results.append(outcome)
             return results
 
-        allowed, denials = policy.evaluate(message)
+        decision = policy.decide(message)
         for channel_type in channel_types:
-            if channel_type not in allowed:
+            if channel_type in decision.deferrals:
+                deferral = decision.deferrals[channel_type]
+                outcome = DeliveryOutcome.for_deferral(
+                    message, channel_type, deferral.until, deferral.reason
+                )
+                if outcome.status is OutcomeStatus.EXPIRED:
+                    _signal_failure(None, outcome)
+                results.append(outcome)
+                continue
+            if channel_type not in decision.allowed:
                 results.append(
                     DeliveryOutcome(
                         message=message,
                         channel_type=channel_type,
                         status=OutcomeStatus.DENIED,
-                        reason=denials.get(channel_type, "denied by policy"),
+                        reason=decision.denials.get(channel_type, "denied by policy"),
                     )
                 )
                 continue
@@ -236,7 +246,8 @@ class BatchSender:
 
         Items are grouped by channel and handed to that channel's open session. Recoverable
         errors come back as RETRY with ``next_attempt_time`` (EXPIRED if that is past the
-        message's expiration). Sends ``ACE_MESSAGE_SENT`` / ``ACE_MESSAGE_FAILED``.
+        message's expiration); a lost connection after the message went out comes back as
+        UNKNOWN (never retried). Sends ``ACE_MESSAGE_SENT`` / ``ACE_MESSAGE_FAILED``.
         """
         if self._closed:
             raise RuntimeError(SENDER_CLOSED)

@@ -14,6 +14,9 @@ How it fits together:
 * The effective toggle of a policy for a message of type T is the toggle for T if there is
   one, else the global toggle, else the policy's default.
 * Denials carry a ``reason`` (``ace.policy.PolicyResult.reason``), recorded in the delivery log.
+* Quiet hours postpone rather than deny: their result carries ``defer_until`` (the end of the
+  quiet period in the recipient's zone), so ACE reports RETRY at that time and the dispatcher
+  sends the message then (unless the run has expired by then).
 * Batch speed: :func:`campaigns.services.policies.policies_prefetched` calls
   :meth:`CampaignPolicy.prefetch` with a batch of messages; the toggles, opt-outs and recent
   delivery counts of the whole batch are then loaded in one query each, and ``check()`` reads
@@ -66,6 +69,14 @@ def allow() -> PolicyResult:
 def deny(reason: str, channels: Iterable[ChannelType] = ALL_CHANNELS) -> PolicyResult:
     """A denial of ``channels`` (default: all) with the reason recorded in the delivery log."""
     return PolicyResult(deny=set(channels), reason=reason)
+
+
+def defer(
+    reason: str, until: dt.datetime, channels: Iterable[ChannelType] = ALL_CHANNELS
+) -> PolicyResult:
+    """``channels`` (default: all) must wait until ``until`` (aware); the message is sent
+    then rather than dropped."""
+    return PolicyResult(deny=set(channels), reason=reason, defer_until=until)
 
 
 def now() -> dt.datetime:
@@ -564,9 +575,11 @@ def _zone(name: str) -> zoneinfo.ZoneInfo | None:
 
 
 class QuietHoursPolicy(CampaignPolicy):
-    """Deny during the quiet hours of the recipient's local time: the recipient's time zone
-    (``options["recipient_time_zone"]``), else the campaign's (``options["campaign_time_zone"]``),
-    else the toggle's ``default_time_zone``, else ``settings.TIME_ZONE``."""
+    """Postpone, during the quiet hours of the recipient's local time, to the end of those
+    hours (``defer_until``): a message is delivered when the recipient's morning comes, not
+    dropped. Local time is the recipient's time zone (``options["recipient_time_zone"]``),
+    else the campaign's (``options["campaign_time_zone"]``), else the toggle's
+    ``default_time_zone``, else ``settings.TIME_ZONE``."""
 
     name = "campaigns_quiet_hours"
     label = "Quiet hours"
@@ -592,6 +605,22 @@ class QuietHoursPolicy(CampaignPolicy):
             return start <= hour < end
         return hour >= start or hour < end  # the period wraps around midnight
 
+    @staticmethod
+    def quiet_until(local: dt.datetime, end: int) -> dt.datetime:
+        """The first ``end:00`` local wall-clock time after ``local`` (aware, any zone), in
+        UTC. Across a DST change the wall-clock hour is kept (07:00 stays 07:00); an hour
+        that a DST change skips that day maps to the moment the clocks jump.
+        """
+        zone = local.tzinfo
+        day = local.date()
+        for _ in range(3):  # today or tomorrow; a third day only as a guard
+            candidate = dt.datetime.combine(day, dt.time(end), tzinfo=zone)
+            instant = candidate.astimezone(dt.UTC)  # a real instant, even inside a DST gap
+            if instant > local:
+                return instant
+            day += dt.timedelta(days=1)
+        raise AssertionError("unreachable: a later end hour always exists")
+
     def evaluate(self, message: Any, parameters: dict) -> PolicyResult:
         zone = self.time_zone_for(message, parameters)
         local = now().astimezone(zone)
@@ -599,15 +628,24 @@ class QuietHoursPolicy(CampaignPolicy):
         if not self.is_quiet(local.hour, start, end):
             return allow()
         channels = {ChannelType(c) for c in parameters["channels"]}
-        return deny(
-            f"quiet hours {start:02d}:00-{end:02d}:00 in {zone.key} (local time {local:%H:%M})",
+        return defer(
+            f"quiet hours {start:02d}:00-{end:02d}:00 in {zone.key} (local time {local:%H:%M}): "
+            f"postponed until {end:02d}:00 {zone.key}",
+            self.quiet_until(local, end),
             channels,
         )
 
 
 class PolicyToggleDenyPolicy(Policy):
     """Runs the installed policy plugins that ACE does not run itself, for which the effective
-    toggle of the message's type is on; denies what any of them denies (first reason wins)."""
+    toggle of the message's type is on; denies what any of them denies (first reason wins).
+
+    Deferrals (``defer_until``, e.g. quiet hours) are kept: when the delegated policies only
+    postpone, the result is a deferral until the latest of their times. One result cannot
+    both deny some channels and postpone others, so when a channel is postponed that no
+    policy denies, the denied channels are postponed too (they are checked again then, and
+    denied then if the policy still says so): nothing is dropped that should have waited.
+    """
 
     name = "campaigns_toggles"
     label = "Policy toggles"
@@ -639,12 +677,24 @@ class PolicyToggleDenyPolicy(Policy):
 
     def check(self, message: Any) -> PolicyResult:
         denied: set[ChannelType] = set()
+        deferred: set[ChannelType] = set()
+        until: dt.datetime | None = None
         reasons = []
         for name, result in self.check_each(message):
-            new = set(result.deny) - denied
+            channels = set(result.deny)
+            if result.defer_until is not None:
+                new = channels - denied - deferred
+                deferred |= channels
+                until = result.defer_until if until is None else max(until, result.defer_until)
+            else:
+                new = channels - denied
+                denied |= channels
             if new:
-                denied |= new
                 reasons.append(f"{name}: {result.reason}" if result.reason else name)
+        if deferred - denied:
+            return PolicyResult(
+                deny=denied | deferred, reason="; ".join(reasons), defer_until=until
+            )
         return PolicyResult(deny=denied, reason="; ".join(reasons))
 
     def prefetch(self, messages: Sequence[Any]) -> None:

@@ -20,6 +20,14 @@ The pipeline (README "How a campaign is sent"):
 * Recoverable errors put the row back to QUEUED with ``next_attempt_at`` (exponential backoff
   with jitter, bounded by the run's expiry) and re-enqueue just those recipients with an
   ``eta``; rate limits do the same. No worker sleeps.
+* A policy that postpones a message (quiet hours: ACE's RETRY outcome with ``deferred``) puts
+  the row back to QUEUED at exactly the policy's time, with the policy's reason, without
+  counting an attempt. A task never waits on the broker longer than
+  ``CAMPAIGNS_RETRY_BACKOFF_MAX_SECONDS`` (Redis redelivers eta tasks held past its visibility
+  timeout): a later time is reached by hops, each finding the row not yet due.
+* A delivery whose result cannot be known (the connection dropped after the message went
+  out: ACE's UNKNOWN outcome) becomes UNKNOWN with the reason, like a crash mid-send: it is
+  never retried automatically, only resent on an operator's request.
 * A run is COMPLETED when its resolution is done, every batch is claimed and every delivery is
   terminal (checked with one conditional UPDATE after each batch).
 """
@@ -100,6 +108,7 @@ OUTCOME_STATUS = {
     OutcomeStatus.FAILED: DeliveryStatus.FAILED,
     OutcomeStatus.EXPIRED: DeliveryStatus.EXPIRED,
     OutcomeStatus.NO_ADDRESS: DeliveryStatus.SKIPPED,
+    OutcomeStatus.UNKNOWN: DeliveryStatus.UNKNOWN,
 }
 #: A QUEUED row whose next attempt is at most this far away is sent now.
 DUE_SLACK = dt.timedelta(seconds=1)
@@ -135,7 +144,7 @@ class BatchOutcome:
 
     counts: Counter = attrs.field(factory=Counter)  # terminal statuses recorded by this call
     retried: int = 0  # put back to QUEUED for a later attempt
-    deferred: int = 0  # left for later by a rate limit
+    deferred: int = 0  # left for later without an attempt: a rate limit, or a policy (quiet hours)
     followups: int = 0  # deliver_batch tasks enqueued for later
     stopped: str = ""  # run status that stopped the batch early ("paused", "cancelled", ...)
 
@@ -691,14 +700,27 @@ def retry_delay(*, attempts: int, hint: dt.timedelta | None = None) -> dt.timede
     return dt.timedelta(seconds=delay * (1 + random.uniform(0, 0.25)))
 
 
+def max_task_delay() -> dt.timedelta:
+    """The longest a re-enqueued ``deliver_batch`` waits on the broker
+    (``CAMPAIGNS_RETRY_BACKOFF_MAX_SECONDS``, kept under the visibility timeout)."""
+    return dt.timedelta(seconds=float(_setting("CAMPAIGNS_RETRY_BACKOFF_MAX_SECONDS", 1800)))
+
+
 def _change_for(
     outcome: DeliveryOutcome, *, attempts: int, expires_at: dt.datetime | None
 ) -> _Pending:
-    """The new state of a row from an ACE outcome (RETRY -> QUEUED later, or EXPIRED)."""
+    """The new state of a row from an ACE outcome (RETRY -> QUEUED later, or EXPIRED).
+
+    A policy's deferral keeps the policy's time (no backoff, no jitter; it was no attempt);
+    a recoverable error backs off from the channel's hint by the row's attempts.
+    """
     if outcome.status is OutcomeStatus.RETRY:
         now = timezone.now()
-        hint = outcome.next_attempt_time - now if outcome.next_attempt_time else None
-        next_at = now + retry_delay(attempts=attempts, hint=hint)
+        if outcome.deferred and outcome.next_attempt_time is not None:
+            next_at = max(outcome.next_attempt_time, now + DUE_SLACK)
+        else:
+            hint = outcome.next_attempt_time - now if outcome.next_attempt_time else None
+            next_at = now + retry_delay(attempts=attempts, hint=hint)
         if expires_at is not None and next_at >= expires_at:
             return _Pending(
                 DeliveryStatus.EXPIRED,
@@ -729,8 +751,13 @@ class _Batch:
         return sorted({self.id_of[k] for k in keys if k in self.id_of})
 
     def followup(self, keys: Iterable[str], eta: dt.datetime | None) -> None:
+        """Enqueue ``deliver_batch`` for these recipients at ``eta``, or sooner: never further
+        away than :func:`max_task_delay` (the rows' ``next_attempt_at`` keeps the real time;
+        an early task finds them not due and hops again)."""
         ids = self.ids_for(keys)
         if ids:
+            if eta is not None:
+                eta = min(eta, timezone.now() + max_task_delay())
             _enqueue_batch(run_id=self.run.pk, recipient_ids=ids, batch_id=self.batch_id, eta=eta)
             self.outcome.followups += 1
 
@@ -882,6 +909,7 @@ def _send(batch: _Batch, candidates: dict[tuple[str, str], _Row]) -> None:
         with policies_prefetched(messages):
             prepared, decided = sender.prepare(messages)
         decided_changes: dict[int, _Pending] = {}
+        deferred_pks: set[int] = set()
         seen: set[tuple[str, str]] = set()
         for outcome in decided:
             slot = (outcome.message.options["recipient_key"], outcome.channel_type.value)
@@ -892,6 +920,8 @@ def _send(batch: _Batch, candidates: dict[tuple[str, str], _Row]) -> None:
             decided_changes[row.pk] = _change_for(
                 outcome, attempts=row.attempts + 1, expires_at=run.expires_at
             )
+            if outcome.deferred:
+                deferred_pks.add(row.pk)
         ready: list[tuple[_Row, PreparedDelivery]] = []
         for item in prepared:
             slot = (item.message.options["recipient_key"], item.channel_type.value)
@@ -906,13 +936,16 @@ def _send(batch: _Batch, candidates: dict[tuple[str, str], _Row]) -> None:
         if decided_changes:
             retry = {pk for pk, c in decided_changes.items() if c.status == DeliveryStatus.QUEUED}
             # Outcomes decided before sending (denied, expired, ...) are final; a RETRY here
-            # keeps the row QUEUED with its next attempt time.
+            # (a policy's deferral, or a recoverable rendering error) keeps the row QUEUED
+            # with its next attempt time.
             batch.outcome.counts += _transition(
                 run_id=run.pk, changes=decided_changes, expected=DeliveryStatus.QUEUED
             )
             if retry:
                 retry_rows = [r for r in candidates.values() if r.pk in retry]
-                batch.outcome.retried += len(retry_rows)
+                postponed = sum(1 for r in retry_rows if r.pk in deferred_pks)
+                batch.outcome.deferred += postponed
+                batch.outcome.retried += len(retry_rows) - postponed
                 batch.followup(
                     [r.key for r in retry_rows],
                     max(decided_changes[r.pk].next_attempt_at for r in retry_rows),

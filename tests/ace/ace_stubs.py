@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import timedelta
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from ace.channel import Channel, ChannelSession, ChannelType
 from ace.channel.mixins import EmailChannelMixin
 from ace.errors import RecoverableChannelDeliveryError
 from ace.message import Message
+from ace.policy import Policy, PolicyResult
 from ace.recipient import Recipient
 from ace.utils.date import get_current_time
 
@@ -37,6 +38,23 @@ class StubEmailChannel(EmailChannelMixin, Channel):
         session = StubSession(self)
         self.sessions.append(session)
         return session
+
+
+class DeferPolicy(Policy):
+    """Postpones ``channels`` until ``until`` (a ``defer_until`` result), e.g. quiet hours."""
+
+    def __init__(
+        self,
+        until: datetime,
+        channels: Iterable[ChannelType] = ChannelType,
+        reason: str = "quiet hours until 07:00 Europe/Paris",
+    ) -> None:
+        self.until = until
+        self.channels = set(channels)
+        self.reason = reason
+
+    def check(self, message: Message) -> PolicyResult:
+        return PolicyResult(deny=set(self.channels), reason=self.reason, defer_until=self.until)
 
 
 class StubPushChannel(StubEmailChannel):

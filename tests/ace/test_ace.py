@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from ace_stubs import make_message, recoverable
+from ace_stubs import DeferPolicy, make_message, recoverable
 
 import ace as ace_package
 from ace import ace
@@ -195,3 +196,42 @@ def test_the_readme_example_runs(stub_email):
     assert outcome.message.recipient.email_address == "a_user@example.com"
     # No my_app templates in the tests: the example's message fails on its templates only.
     assert outcome.exception_type == "TemplateNotFoundError"
+
+
+def test_a_policy_deferral_is_a_retry_at_its_time_and_send_does_not_wait(
+    stub_channels, request, no_sleep
+):
+    until = get_current_time() + timedelta(hours=9)
+    patch_policies(request, [DeferPolicy(until, [ChannelType.EMAIL])])
+    failed = []
+
+    def on_failed(sender, message, **kwargs):
+        failed.append(message)
+
+    ACE_MESSAGE_FAILED.connect(on_failed)
+    try:
+        started = time.monotonic()
+        email, push = ace.send(make_message())
+    finally:
+        ACE_MESSAGE_FAILED.disconnect(on_failed)
+
+    assert time.monotonic() - started < 5
+    assert no_sleep == []
+    assert email.status is OutcomeStatus.RETRY
+    assert email.deferred is True
+    assert email.next_attempt_time == until  # the policy's time, untouched
+    assert email.reason == "DeferPolicy: quiet hours until 07:00 Europe/Paris"
+    assert stub_channels["stub_email"].calls == 0  # nothing was attempted
+    assert push.status is OutcomeStatus.SENT
+    assert failed == []  # postponed is not failed
+
+
+def test_a_deferral_past_the_expiration_is_expired(stub_email, request):
+    until = get_current_time() + timedelta(hours=2)
+    patch_policies(request, [DeferPolicy(until)])
+    message = make_message(expiration_time=get_current_time() + timedelta(hours=1))
+    (outcome,) = ace.send(message)
+    assert outcome.status is OutcomeStatus.EXPIRED
+    assert outcome.next_attempt_time is None
+    assert "quiet hours until 07:00 Europe/Paris" in outcome.reason
+    assert stub_email.calls == 0

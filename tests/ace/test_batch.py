@@ -6,7 +6,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from ace_stubs import make_message, recoverable
+from ace_stubs import DeferPolicy, make_message, recoverable
 from django.utils import translation
 
 from ace.batch import SENDER_CLOSED, BatchSender, PreparedDelivery
@@ -14,6 +14,7 @@ from ace.channel import ChannelType
 from ace.channel.django_email import DjangoEmailChannel
 from ace.errors import FatalChannelDeliveryError
 from ace.outcome import OutcomeStatus
+from ace.policy import PolicyResult
 from ace.recipient import Recipient
 from ace.renderers import AbstractRenderer, RenderedEmail
 from ace.signals import ACE_MESSAGE_FAILED, ACE_MESSAGE_SENT
@@ -245,6 +246,38 @@ def test_retry_after_the_expiration_is_reported_expired(stub_email):
         (outcome,) = sender.send([message])
     assert outcome.status is OutcomeStatus.EXPIRED
     assert "try later" in outcome.reason
+
+
+def test_a_policy_deferral_is_decided_up_front_as_a_retry_at_its_time(
+    stub_channels, request, received_signals
+):
+    until = get_current_time() + timedelta(hours=9)
+
+    class QuietForSome(DeferPolicy):
+        def check(self, message):
+            if message.options.get("quiet"):
+                return super().check(message)
+            return PolicyResult()
+
+    patch_policies(request, [QuietForSome(until, [ChannelType.EMAIL])])
+    quiet = make_message(options={"quiet": True})
+    awake = make_message()
+    expiring = make_message(
+        options={"quiet": True}, expiration_time=get_current_time() + timedelta(hours=1)
+    )
+    with BatchSender(limit_to_channels=[ChannelType.EMAIL]) as sender:
+        prepared, decided = sender.prepare([quiet, awake, expiring])
+        assert [item.message for item in prepared] == [awake]
+        deferred, expired = decided
+        assert (deferred.message, deferred.status) == (quiet, OutcomeStatus.RETRY)
+        assert deferred.deferred and deferred.next_attempt_time == until
+        assert deferred.reason == "QuietForSome: quiet hours until 07:00 Europe/Paris"
+        assert (expired.message, expired.status) == (expiring, OutcomeStatus.EXPIRED)
+        outcomes = sender.send([quiet, awake])
+    assert [o.status for o in outcomes] == [OutcomeStatus.RETRY, OutcomeStatus.SENT]
+    assert [m for m, _r in stub_channels["stub_email"].delivered] == [awake]
+    _sent, failed = received_signals
+    assert [payload["status"] for payload in failed] == ["expired"]  # not the postponed ones
 
 
 def test_no_address_outcome(smtp_backend, no_policies):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
-from ace_stubs import make_message
+from ace_stubs import DeferPolicy, make_message
 from django.core.exceptions import ImproperlyConfigured
 
 from ace.channel import ChannelType
-from ace.policy import Policy, PolicyResult, channels_for, evaluate, policies
+from ace.policy import Deferral, Policy, PolicyResult, channels_for, decide, evaluate, policies
 from ace.test_utils import StubPolicy, patch_policies
 
 
@@ -62,6 +64,47 @@ def test_evaluate_names_the_first_denying_policy_and_its_reason(request):
     allowed, denials = evaluate(make_message())
     assert allowed == set()
     assert denials == {ChannelType.PUSH: "StubPolicy", ChannelType.EMAIL: "OptOut: unsubscribed"}
+
+
+def test_policy_result_defer_until_is_optional_keyword_only_and_aware():
+    assert PolicyResult(deny={ChannelType.EMAIL}).defer_until is None
+    assert not PolicyResult(deny={ChannelType.EMAIL}).deferred
+    later = datetime(2030, 6, 1, 5, 0, tzinfo=UTC)
+    result = PolicyResult(deny={ChannelType.EMAIL}, reason="quiet", defer_until=later)
+    assert (result.deny, result.reason, result.defer_until) == ({ChannelType.EMAIL}, "quiet", later)
+    assert result.deferred
+    assert not PolicyResult(defer_until=later).deferred  # nothing to postpone
+    with pytest.raises(TypeError):
+        PolicyResult({ChannelType.EMAIL}, "quiet", later)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        PolicyResult(deny={ChannelType.EMAIL}, defer_until=datetime(2030, 6, 1, 5, 0))
+    with pytest.raises(ValueError, match="timezone-aware"):
+        PolicyResult(deny={ChannelType.EMAIL}, defer_until="2030-06-01T05:00Z")
+
+
+def test_decide_tells_postponed_channels_from_denied_ones(request):
+    soon = datetime.now(UTC) + timedelta(hours=1)
+    later = soon + timedelta(hours=2)
+    patch_policies(
+        request,
+        [
+            DeferPolicy(soon, [ChannelType.EMAIL, ChannelType.PUSH], "quiet"),
+            DeferPolicy(later, [ChannelType.EMAIL], "maintenance"),
+            StubPolicy([ChannelType.PUSH]),
+        ],
+    )
+    decision = decide(make_message())
+    assert decision.allowed == set()
+    # A denial wins over a deferral; several deferrals wait for the latest.
+    assert decision.denials == {ChannelType.PUSH: "StubPolicy"}
+    assert decision.deferrals == {
+        ChannelType.EMAIL: Deferral(later, "DeferPolicy: quiet; DeferPolicy: maintenance")
+    }
+    # Spec-level views still see the postponed channel as not allowed now.
+    assert channels_for(make_message()) == set()
+    allowed, reasons = evaluate(make_message())
+    assert allowed == set()
+    assert reasons[ChannelType.EMAIL].startswith("DeferPolicy: quiet")
 
 
 def test_policies_from_settings(settings):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+import zoneinfo
 from unittest import mock
 
 import pytest
@@ -243,6 +244,47 @@ def test_quiet_hours_can_keep_only_some_channels_quiet(clock):
     )
     result = QuietHoursPolicy().evaluate(message(recipient_time_zone="UTC"), params)
     assert result.deny == {PUSH}
+
+
+def test_quiet_hours_postpone_until_they_end_in_the_recipients_zone(clock, quiet_hours):
+    # 12:00 UTC is 21:00 in Tokyo: quiet until 08:00 there, 23:00 UTC.
+    result = QuietHoursPolicy().check(message(recipient_time_zone="Asia/Tokyo"))
+    assert result.defer_until == dt.datetime(2030, 6, 1, 23, 0, tzinfo=dt.UTC)
+    assert result.reason.endswith("postponed until 08:00 Asia/Tokyo")
+    decision = ace_policy.decide(message(recipient_time_zone="Asia/Tokyo"))
+    assert decision.denials == {}
+    assert decision.deferrals[EMAIL].until == result.defer_until
+    assert "campaigns_quiet_hours: quiet hours 21:00-08:00" in decision.deferrals[EMAIL].reason
+
+
+def test_quiet_hours_end_keeps_the_local_hour_across_a_dst_change():
+    paris = zoneinfo.ZoneInfo("Europe/Paris")
+    # The night clocks go forward (30 March 2025): 07:00 is then UTC+2.
+    evening = dt.datetime(2025, 3, 29, 22, 0, tzinfo=paris)
+    assert QuietHoursPolicy.quiet_until(evening, 7) == dt.datetime(2025, 3, 30, 5, 0, tzinfo=dt.UTC)
+    # Early morning: today's end, not tomorrow's.
+    early = dt.datetime(2025, 10, 26, 1, 30, tzinfo=paris)
+    assert QuietHoursPolicy.quiet_until(early, 7) == dt.datetime(2025, 10, 26, 6, 0, tzinfo=dt.UTC)
+
+
+def test_a_deferral_and_a_denial_from_delegated_policies(clock, quiet_hours):
+    tokyo = message(recipient_time_zone="Asia/Tokyo")
+    with _with_third_party_plugin():
+        # Quiet hours postpone both channels, a plugin denies push: push is postponed too
+        # (checked again then, when the plugin still denies it), email is not dropped.
+        policy_toggle_set(policy="acme_no_push", enabled=True)
+        result = PolicyToggleDenyPolicy().check(tokyo)
+        assert result.deny == {EMAIL, PUSH}
+        assert result.defer_until == dt.datetime(2030, 6, 1, 23, 0, tzinfo=dt.UTC)
+        assert "campaigns_quiet_hours" in result.reason and "acme_no_push" in result.reason
+        # When the deferral covers only denied channels, the denial stands.
+        policy_toggle_set(
+            policy="campaigns_quiet_hours",
+            enabled=True,
+            parameters={"start_hour": 21, "end_hour": 8, "channels": ["push"]},
+        )
+        result = PolicyToggleDenyPolicy().check(tokyo)
+        assert (result.deny, result.defer_until) == ({PUSH}, None)
 
 
 @pytest.mark.parametrize(
