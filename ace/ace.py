@@ -20,10 +20,10 @@ Usage::
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from ace import delivery, policy, presentation
-from ace.channel import ChannelType, channels, get_channel_for_message
+from ace.channel import Channel, ChannelMap, ChannelType, channels, get_channel_for_message
 from ace.errors import ChannelError, UnsupportedChannelError
 from ace.message import Message
 from ace.outcome import DeliveryOutcome, OutcomeStatus
@@ -45,6 +45,53 @@ def normalize_channel_types(
     if isinstance(limit_to_channels, ChannelType | str):
         limit_to_channels = [limit_to_channels]
     return {c if isinstance(c, ChannelType) else ChannelType(c) for c in limit_to_channels}
+
+
+def channel_types_to_try(
+    limit: set[ChannelType] | None, channel_map: ChannelMap
+) -> list[ChannelType]:
+    """The channel types a send considers: those within ``limit`` that an enabled channel serves."""
+    return [
+        channel_type
+        for channel_type in ChannelType
+        if (limit is None or channel_type in limit) and channel_map.has_channel_type(channel_type)
+    ]
+
+
+def route(
+    msg: Message, channel_types: Iterable[ChannelType], decision: policy.PolicyDecision
+) -> Iterator[tuple[ChannelType, Channel | DeliveryOutcome]]:
+    """
+    Where each channel type goes after the policies: the channel that delivers ``msg``, or
+    the outcome the policies already decided (RETRY at the policy's time, or EXPIRED, when
+    postponed; DENIED when refused). Channel types no channel supports for ``msg`` are left
+    out. :func:`send` and :meth:`ace.batch.BatchSender.prepare` both choose through here.
+    """
+    for channel_type in channel_types:
+        deferral = decision.deferrals.get(channel_type)
+        if deferral is not None:
+            outcome = DeliveryOutcome.for_deferral(
+                msg, channel_type, deferral.until, deferral.reason
+            )
+            if outcome.status is OutcomeStatus.EXPIRED:
+                send_ace_message_failed_signal(None, msg, outcome)
+            yield channel_type, outcome
+        elif channel_type not in decision.allowed:
+            yield (
+                channel_type,
+                DeliveryOutcome(
+                    message=msg,
+                    channel_type=channel_type,
+                    status=OutcomeStatus.DENIED,
+                    reason=decision.denials.get(channel_type, "denied by policy"),
+                ),
+            )
+        else:
+            try:
+                channel = get_channel_for_message(channel_type, msg)
+            except UnsupportedChannelError:
+                continue
+            yield channel_type, channel
 
 
 def send(
@@ -79,41 +126,17 @@ def send(
     logger = msg.get_message_specific_logger(log)
     limit = normalize_channel_types(limit_to_channels)
     decision = policy.decide(msg)
-    allowed = decision.allowed
-    msg.report("policy_allowed_channels", ",".join(sorted(c.value for c in allowed)))
+    msg.report("policy_allowed_channels", ",".join(sorted(c.value for c in decision.allowed)))
     channel_map = channels()
 
     outcomes: list[DeliveryOutcome] = []
-    for channel_type in ChannelType:
-        if limit is not None and channel_type not in limit:
-            logger.debug("Skipping channel %s", channel_type)
+    for channel_type, target in route(msg, channel_types_to_try(limit, channel_map), decision):
+        if isinstance(target, DeliveryOutcome):
+            if channel_type in decision.deferrals:
+                logger.info("Delivery on %s postponed: %s", channel_type, target.reason)
+            outcomes.append(target)
             continue
-        if not channel_map.has_channel_type(channel_type):
-            continue
-        if channel_type in decision.deferrals:
-            deferral = decision.deferrals[channel_type]
-            outcome = DeliveryOutcome.for_deferral(
-                msg, channel_type, deferral.until, deferral.reason
-            )
-            if outcome.status is OutcomeStatus.EXPIRED:
-                send_ace_message_failed_signal(None, msg, outcome)
-            logger.info("Delivery on %s postponed: %s", channel_type, outcome.reason)
-            outcomes.append(outcome)
-            continue
-        if channel_type not in allowed:
-            outcomes.append(
-                DeliveryOutcome(
-                    message=msg,
-                    channel_type=channel_type,
-                    status=OutcomeStatus.DENIED,
-                    reason=decision.denials.get(channel_type, "denied by policy"),
-                )
-            )
-            continue
-        try:
-            channel = get_channel_for_message(channel_type, msg)
-        except UnsupportedChannelError:
-            continue
+        channel = target
         channel_name = channel_map.name_of(channel)
 
         try:

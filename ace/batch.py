@@ -28,16 +28,15 @@ import attrs
 from django.utils import translation
 
 from ace import policy, presentation
-from ace.ace import normalize_channel_types
+from ace.ace import channel_types_to_try, normalize_channel_types, route
 from ace.channel import (
     Channel,
     ChannelMap,
     ChannelSession,
     ChannelType,
     channels,
-    get_channel_for_message,
 )
-from ace.errors import ChannelError, TemplateNotFoundError, UnsupportedChannelError
+from ace.errors import ChannelError, TemplateNotFoundError
 from ace.message import Message
 from ace.outcome import DeliveryOutcome, OutcomeStatus
 from ace.utils.date import get_current_time
@@ -110,12 +109,7 @@ class BatchSender:
         if self._closed:
             raise RuntimeError(SENDER_CLOSED)
         channel_map = channels()
-        channel_types = [
-            channel_type
-            for channel_type in ChannelType
-            if (self.limit_to_channels is None or channel_type in self.limit_to_channels)
-            and channel_map.has_channel_type(channel_type)
-        ]
+        channel_types = channel_types_to_try(self.limit_to_channels, channel_map)
         now = get_current_time()
         default_language = translation.get_language()
         groups: dict[str | None, list[tuple[int, Message]]] = {}
@@ -162,30 +156,11 @@ class BatchSender:
             return results
 
         decision = policy.decide(message)
-        for channel_type in channel_types:
-            if channel_type in decision.deferrals:
-                deferral = decision.deferrals[channel_type]
-                outcome = DeliveryOutcome.for_deferral(
-                    message, channel_type, deferral.until, deferral.reason
-                )
-                if outcome.status is OutcomeStatus.EXPIRED:
-                    _signal_failure(None, outcome)
-                results.append(outcome)
+        for channel_type, target in route(message, channel_types, decision):
+            if isinstance(target, DeliveryOutcome):
+                results.append(target)
                 continue
-            if channel_type not in decision.allowed:
-                results.append(
-                    DeliveryOutcome(
-                        message=message,
-                        channel_type=channel_type,
-                        status=OutcomeStatus.DENIED,
-                        reason=decision.denials.get(channel_type, "denied by policy"),
-                    )
-                )
-                continue
-            try:
-                channel = get_channel_for_message(channel_type, message)
-            except UnsupportedChannelError:
-                continue
+            channel = target
             channel_name = channel_map.name_of(channel) or type(channel).__name__
             try:
                 renderer = presentation.get_renderer(channel_type)
