@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import importlib.util
 import io
 import tempfile
 from typing import Any
@@ -32,7 +31,10 @@ from django.utils.translation import gettext_lazy as _
 from import_export.admin import ExportMixin
 from import_export.formats.base_formats import CSV, XLSX
 
-from campaigns import selectors
+from campaigns import (
+    admin_audience,  # noqa: F401 - registers the audience admins
+    selectors,
+)
 from campaigns.admin_dispatch import DispatchActionsMixin
 from campaigns.exceptions import CampaignError
 from campaigns.forms import (
@@ -55,10 +57,7 @@ from campaigns.resources import DeliveryResource
 from campaigns.services import campaigns as campaign_services
 from campaigns.services import message_types as message_type_services
 from campaigns.services import previews as preview_services
-
-# The audience admins (recipient lists, sources, policy toggles, opt-outs) are camp-audience's.
-if importlib.util.find_spec("campaigns.admin_audience") is not None:
-    from campaigns import admin_audience  # noqa: F401
+from campaigns.services.dry_run import campaign_dry_run
 
 MSG_APPROVED = "Campaign “%(name)s” is approved."
 MSG_BACK_TO_DRAFT = "Campaign “%(name)s” was approved; your edit sent it back to draft."
@@ -71,6 +70,9 @@ MSG_TEST_SENT = "Test sent to %(address)s: %(outcomes)s."
 MSG_TEST_NOT_SENT = "The test was not sent to %(address)s: %(outcomes)s."
 MSG_MISSING = "Missing template variables (rendered blank): %(names)s."
 MSG_SYNC_FAILED = "Could not list the code-defined message types: %(error)s"
+
+#: Recipients a dry run checks unless the operator asks for the whole audience.
+DRY_RUN_SAMPLE = 5000
 
 
 def _outcomes_text(outcomes: list) -> str:
@@ -273,21 +275,6 @@ class MessageTypeDefinitionAdmin(admin.ModelAdmin):
 # ----------------------------------------------------------------------------------------------
 
 
-def progress_bar(run: CampaignRun) -> str:
-    """A static progress bar from a run's count fields (done / total)."""
-    done = run.sent + run.denied + run.failed + run.expired + run.skipped + run.unknown
-    total = run.total
-    percent = int(done * 100 / total) if total else (100 if run.status == "completed" else 0)
-    return format_html(
-        '<progress value="{}" max="100" style="width: 10em" title="{}%"></progress> {}% ({} / {})',
-        percent,
-        percent,
-        percent,
-        done,
-        total,
-    )
-
-
 class CampaignRunInline(admin.TabularInline):
     """A campaign's runs with counts per status (read-only)."""
 
@@ -325,8 +312,7 @@ class CampaignRunInline(admin.TabularInline):
 
     @admin.display(description="progress")
     def progress(self, run: CampaignRun) -> str:
-        custom = getattr(self.parent_admin, "run_progress_html", None)
-        return custom(run) if custom else progress_bar(run)
+        return self.parent_admin.run_progress_html(run)
 
     @admin.display(description="log")
     def deliveries_link(self, run: CampaignRun) -> str:
@@ -593,8 +579,6 @@ class CampaignAdmin(DispatchActionsMixin, admin.ModelAdmin):
         return HttpResponseRedirect(_change_url(campaign))
 
     def dry_run_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        from campaigns.services.dry_run import campaign_dry_run
-
         campaign = self._campaign(request, object_id)
         full = request.GET.get("full") == "1"
         sample_limit = None if full else DRY_RUN_SAMPLE
@@ -614,10 +598,6 @@ class CampaignAdmin(DispatchActionsMixin, admin.ModelAdmin):
             "full_url": request.path + "?full=1",
         }
         return TemplateResponse(request, "admin/campaigns/campaign/dry_run.html", context)
-
-
-#: Recipients a dry run checks unless the operator asks for the whole audience.
-DRY_RUN_SAMPLE = 5000
 
 
 def _change_url(obj) -> str:
