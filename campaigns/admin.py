@@ -11,6 +11,7 @@ import csv
 import datetime as dt
 import io
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
@@ -256,18 +257,14 @@ class MessageTypeDefinitionAdmin(admin.ModelAdmin):
 
     def test_send_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         definition = get_object_or_404(MessageTypeDefinition, pk=object_id)
-        if request.method != "POST":
-            return HttpResponseRedirect(_change_url(definition))
-        if not self.has_test_send_permission(request):
-            raise PermissionDenied
-        _do_test_send(
+        return _test_send_response(
             self,
             request,
+            definition,
             lambda: preview_services.message_type_test_send(
                 definition=definition, user=request.user, language=request.POST.get("language", "")
             ),
         )
-        return HttpResponseRedirect(_change_url(definition))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -500,35 +497,46 @@ class CampaignAdmin(DispatchActionsMixin, admin.ModelAdmin):
         return campaign
 
     def approve_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        campaign = self._campaign(request, object_id)
-        if request.method != "POST":
-            return HttpResponseRedirect(_change_url(campaign))
-        if not self.has_approve_permission(request):
-            raise PermissionDenied
-        try:
-            campaign_services.campaign_approve(campaign=campaign, user=request.user)
-        except CampaignError as exc:
-            self.message_user(request, exc.message, messages.ERROR)
-        else:
-            self.message_user(request, MSG_APPROVED % {"name": campaign.name}, messages.SUCCESS)
-        return HttpResponseRedirect(_change_url(campaign))
+        return self._lifecycle_view(
+            request,
+            object_id,
+            allowed=lambda campaign: self.has_approve_permission(request),
+            service=campaign_services.campaign_approve,
+            done=MSG_APPROVED,
+        )
 
     def return_to_draft_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self._lifecycle_view(
+            request,
+            object_id,
+            allowed=lambda campaign: (
+                self.has_approve_permission(request)
+                or self.has_change_permission(request, campaign)
+            ),
+            service=campaign_services.campaign_return_to_draft,
+            done=MSG_RETURNED_TO_DRAFT,
+        )
+
+    def _lifecycle_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        *,
+        allowed: Callable[[Campaign], bool],
+        service: Callable[..., Any],
+        done: str,
+    ) -> HttpResponse:
+        """POST only: check ``allowed`` on the server, call ``service``, report, go back."""
         campaign = self._campaign(request, object_id)
-        if request.method != "POST":
-            return HttpResponseRedirect(_change_url(campaign))
-        if not (
-            self.has_approve_permission(request) or self.has_change_permission(request, campaign)
-        ):
-            raise PermissionDenied
-        try:
-            campaign_services.campaign_return_to_draft(campaign=campaign, user=request.user)
-        except CampaignError as exc:
-            self.message_user(request, exc.message, messages.ERROR)
-        else:
-            self.message_user(
-                request, MSG_RETURNED_TO_DRAFT % {"name": campaign.name}, messages.SUCCESS
-            )
+        if request.method == "POST":
+            if not allowed(campaign):
+                raise PermissionDenied
+            try:
+                service(campaign=campaign, user=request.user)
+            except CampaignError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+            else:
+                self.message_user(request, done % {"name": campaign.name}, messages.SUCCESS)
         return HttpResponseRedirect(_change_url(campaign))
 
     def preview_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
@@ -565,18 +573,14 @@ class CampaignAdmin(DispatchActionsMixin, admin.ModelAdmin):
 
     def test_send_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         campaign = self._campaign(request, object_id)
-        if request.method != "POST":
-            return HttpResponseRedirect(_change_url(campaign))
-        if not self.has_test_send_permission(request):
-            raise PermissionDenied
-        _do_test_send(
+        return _test_send_response(
             self,
             request,
+            campaign,
             lambda: preview_services.campaign_test_send(
                 campaign=campaign, user=request.user, language=request.POST.get("language", "")
             ),
         )
-        return HttpResponseRedirect(_change_url(campaign))
 
     def dry_run_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         campaign = self._campaign(request, object_id)
@@ -621,6 +625,15 @@ def _preview_response(model_admin, request, obj, form, preview, definition, samp
         "change_url": _change_url(obj),
     }
     return TemplateResponse(request, "admin/campaigns/preview.html", context)
+
+
+def _test_send_response(model_admin, request: HttpRequest, obj, send) -> HttpResponse:
+    """POST only, with the test-send permission checked here: send, report, go back."""
+    if request.method == "POST":
+        if not model_admin.has_test_send_permission(request):
+            raise PermissionDenied
+        _do_test_send(model_admin, request, send)
+    return HttpResponseRedirect(_change_url(obj))
 
 
 def _do_test_send(model_admin, request: HttpRequest, send) -> None:
