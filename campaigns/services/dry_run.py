@@ -1,5 +1,6 @@
 """Dry run of a campaign: how many recipients each channel would reach and how many each
-policy would deny, computed over the audience in chunks (bounded memory, nothing sent)."""
+policy would deny or postpone, computed over the audience in chunks (bounded memory, nothing
+sent)."""
 
 from __future__ import annotations
 
@@ -21,17 +22,19 @@ MAX_SAMPLE_REASONS = 5
 
 @attrs.define
 class ChannelReach:
-    """One channel of the campaign: recipients it would reach, deny, or has no address for."""
+    """One channel of the campaign: recipients it would reach, deny, postpone (a policy's
+    ``defer_until``, e.g. quiet hours: sent later, not dropped), or has no address for."""
 
     reachable: int = 0
     denied: int = 0
     no_address: int = 0
+    postponed: int = 0
 
 
 @attrs.define
 class PolicyDenials:
-    """What one policy would deny: recipients denied on at least one of the campaign's
-    channels, per channel, and a few distinct reasons as examples."""
+    """What one policy would deny (or postpone): recipients hit on at least one of the
+    campaign's channels, per channel, and a few distinct reasons as examples."""
 
     denied: int = 0
     by_channel: dict[str, int] = attrs.field(factory=dict)
@@ -45,7 +48,8 @@ class DryRunReport:
     audience: int  # recipients the source has now
     checked: int  # recipients the policies were run on (fewer when sample_limit applies)
     channels: dict[str, ChannelReach]
-    policies: dict[str, PolicyDenials]
+    policies: dict[str, PolicyDenials]  # denials, by policy
+    postponements: dict[str, PolicyDenials] = attrs.field(factory=dict)  # deferrals, by policy
 
     @property
     def sampled(self) -> bool:
@@ -89,11 +93,24 @@ def _policy_results(policies: list[Any], message: Message) -> list[tuple[str, An
     return results
 
 
+def _count(entry: PolicyDenials, hit: set[ChannelType], reason: str) -> None:
+    entry.denied += 1
+    for channel in hit:
+        entry.by_channel[channel.value] = entry.by_channel.get(channel.value, 0) + 1
+    reasons = entry.sample_reasons
+    if reason and reason not in reasons and len(reasons) < MAX_SAMPLE_REASONS:
+        reasons.append(reason)
+
+
 def campaign_dry_run(
     *, campaign: Campaign, sample_limit: int | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE
 ) -> DryRunReport:
     """Run ACE's enabled policies over the campaign's audience (or its first ``sample_limit``
     recipients), one chunk at a time with the batch prefetch, as if it were sent now.
+
+    A policy result with ``defer_until`` (quiet hours) postpones rather than denies: it is
+    counted in ``postponements`` and ``ChannelReach.postponed``, and a denial by any other
+    policy wins over it, as when sending (:func:`ace.policy.decide`).
 
     Raises ``ValidationError`` when the audience cannot be resolved (e.g. its group was deleted).
     """
@@ -106,6 +123,7 @@ def campaign_dry_run(
     )
     reach = {c.value: ChannelReach() for c in channels}
     denials: dict[str, PolicyDenials] = {}
+    postponements: dict[str, PolicyDenials] = {}
     checked = 0
     if sample_limit is not None:
         chunk_size = max(1, min(chunk_size, sample_limit))
@@ -118,28 +136,25 @@ def campaign_dry_run(
         with policies_prefetched(messages, policies=policies):
             for recipient, message in zip(recipients, messages, strict=True):
                 denied_here: set[ChannelType] = set()
+                postponed_here: set[ChannelType] = set()
                 for name, result in _policy_results(policies, message):
                     hit = set(result.deny) & set(channels)
                     if not hit:
                         continue
-                    entry = denials.setdefault(name, PolicyDenials())
-                    entry.denied += 1
-                    for channel in hit:
-                        entry.by_channel[channel.value] = entry.by_channel.get(channel.value, 0) + 1
-                    reasons = entry.sample_reasons
-                    if (
-                        result.reason
-                        and result.reason not in reasons
-                        and len(reasons) < MAX_SAMPLE_REASONS
-                    ):
-                        reasons.append(result.reason)
-                    denied_here |= hit
+                    if result.deferred:
+                        _count(postponements.setdefault(name, PolicyDenials()), hit, result.reason)
+                        postponed_here |= hit
+                    else:
+                        _count(denials.setdefault(name, PolicyDenials()), hit, result.reason)
+                        denied_here |= hit
                 for channel in channels:
                     counts = reach[channel.value]
                     if not _has_address(recipient, channel):
                         counts.no_address += 1
                     elif channel in denied_here:
                         counts.denied += 1
+                    elif channel in postponed_here:
+                        counts.postponed += 1
                     else:
                         counts.reachable += 1
         checked += len(recipients)
@@ -147,5 +162,9 @@ def campaign_dry_run(
             break
 
     return DryRunReport(
-        audience=resolver.count(), checked=checked, channels=reach, policies=denials
+        audience=resolver.count(),
+        checked=checked,
+        channels=reach,
+        policies=denials,
+        postponements=postponements,
     )

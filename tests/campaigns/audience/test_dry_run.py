@@ -1,4 +1,4 @@
-"""Dry run: reach per channel and denials per policy, in chunks, nothing sent."""
+"""Dry run: reach per channel, denials and postponements per policy, in chunks, nothing sent."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from campaigns.models import Delivery
+from campaigns.models import Delivery, RecipientListEntry
 from campaigns.resolvers import RecipientListResolver
 from campaigns.services.dry_run import campaign_dry_run
 from campaigns.services.policies import policy_toggle_set
@@ -64,7 +64,9 @@ def test_counts_reach_per_channel_and_denials_per_policy(campaign):
         f"unsubscribed from {campaign.message_type}",
     }
     assert report.policies["campaigns_frequency_cap"].denied == 1
-    quiet = report.policies["campaigns_quiet_hours"]
+    # Quiet hours postpone (defer_until), they don't deny.
+    assert "campaigns_quiet_hours" not in report.policies
+    quiet = report.postponements["campaigns_quiet_hours"]
     assert quiet.by_channel == {"push": 3}  # the three Tokyo recipients, push only
     assert "campaigns_expiry" not in report.policies
     # Email: 12 addresses, 3 denied (2 opt-outs + the capped user) -> 9.
@@ -74,7 +76,22 @@ def test_counts_reach_per_channel_and_denials_per_policy(campaign):
     # Push needs a user: 4 linked, one capped -> 3 reachable; 8 have no user.
     push = report.channels["push"]
     assert (push.reachable, push.denied, push.no_address) == (3, 1, 8)
+    assert push.postponed == 0  # the Tokyo recipients have no user, so no push address
     assert Delivery.objects.count() == sent_before and mail.outbox == []
+
+
+def test_quiet_hours_are_counted_as_postponed_not_denied(campaign):
+    # r1's user (reachable on push) and r0's capped user move to Tokyo, where it is 21:00.
+    for email in ("r0@example.org", "r1@example.org"):
+        RecipientListEntry.objects.filter(email=email).update(time_zone="Asia/Tokyo")
+    report = campaign_dry_run(campaign=campaign)
+    push = report.channels["push"]
+    # r1 postponed; r0 is both capped and quiet: the denial wins, as when sending.
+    assert (push.reachable, push.denied, push.postponed, push.no_address) == (2, 1, 1, 8)
+    assert report.postponements["campaigns_quiet_hours"].denied == 5
+    assert report.postponements["campaigns_quiet_hours"].sample_reasons
+    assert report.policies["campaigns_frequency_cap"].denied == 1
+    assert report.channels["email"].postponed == 0  # quiet hours cover push only here
 
 
 def test_sample_limit_checks_only_the_first_recipients(campaign):
