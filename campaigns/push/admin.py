@@ -18,6 +18,8 @@ from push_notifications.models import APNSDevice, GCMDevice, WebPushDevice, WNSD
 from ace.channel.push_notification import configuration_problem
 from campaigns.push.services import push_test_send
 
+#: Sending a test notification reaches real people's devices: operators' test-send right.
+TEST_SEND_PERMISSION = "campaigns.test_send_messagetypedefinition"
 #: Lists only the users who have a device of that kind, not every user of the site.
 USER_FILTER = ("user", admin.RelatedOnlyFieldListFilter)
 USER_SEARCH = ("user__username", "user__email")
@@ -49,7 +51,10 @@ class PushWebPushDeviceAdmin(WebPushDeviceAdmin):
         """The push service's host: which browser vendor delivers to this device."""
         return urlsplit(obj.registration_id or "").netloc
 
-    @admin.action(description="Send a test notification")
+    def has_test_send_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(TEST_SEND_PERMISSION)
+
+    @admin.action(description="Send a test notification", permissions=["test_send"])
     def send_test_notification(self, request: HttpRequest, queryset: QuerySet) -> None:
         problem = configuration_problem()
         if problem:

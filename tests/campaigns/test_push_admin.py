@@ -103,6 +103,28 @@ def test_test_notification_action_sends_campaign_json_and_deactivates_gone(
     assert gone_device.active is False
 
 
+def test_test_notification_action_needs_the_test_send_permission(
+    client, push_settings, push_service
+):
+    from django.contrib.auth.models import Permission
+
+    device = add_device(UserFactory(username="vic"), push_service.subscribe())
+    viewer = UserFactory(is_staff=True)
+    viewer.user_permissions.add(
+        Permission.objects.get(codename="view_webpushdevice"),
+        Permission.objects.get(codename="change_webpushdevice"),
+    )
+    client.force_login(viewer)
+    assert client.get(CHANGELIST).status_code == 200
+    response = client.post(
+        CHANGELIST,
+        {"action": "send_test_notification", "_selected_action": [device.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert push_service.requests == []
+
+
 def test_test_notification_action_says_when_push_is_not_configured(
     admin_client_logged_in, push_settings, push_service
 ):
