@@ -565,6 +565,27 @@ class StageTimer:
                 self._stack[-1][3] += wall
                 self._stack[-1][4] += cpu
 
+    def wrap_context_manager(self, owner: Any, attribute: str, name: str) -> None:
+        original = getattr(owner, attribute)
+        timer = self
+
+        @contextlib.contextmanager
+        def wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            manager = original(*args, **kwargs)
+            with timer.stage(name):
+                value = manager.__enter__()
+            try:
+                yield value
+            except BaseException as error:
+                with timer.stage(name):
+                    if not manager.__exit__(type(error), error, error.__traceback__):
+                        raise
+            else:
+                with timer.stage(name):
+                    manager.__exit__(None, None, None)
+
+        setattr(owner, attribute, wrapper)
+
     def wrap(self, owner: Any, attribute: str, name: str) -> None:
         original = getattr(owner, attribute)
         timer = self
@@ -598,20 +619,32 @@ def instrument(timer: StageTimer) -> None:
     import campaigns.resolvers
     import campaigns.services.dispatch as dispatch
 
-    timer.wrap(campaigns.resolvers.QuerySetResolver, "recipients_for_ids", "resolve")
-    timer.wrap(campaigns.resolvers.QuerySetResolver, "iter_id_chunks", "resolve")
-    timer.wrap(dispatch, "_personalize", "personalize")
-    timer.wrap(dispatch, "policies_prefetched", "policy")
-    timer.wrap(ace.policy, "evaluate", "policy")
-    timer.wrap(ace.renderers.AbstractRenderer, "render_templates", "render")
-    timer.wrap(ace.channel.django_email.DjangoEmailChannel, "build_email", "MIME")
-    timer.wrap(ace.channel.mime_fast, "message_bytes", "MIME")
-    timer.wrap(ace.channel.mime_fast, "envelope", "MIME")
-    timer.wrap(ace.channel.smtp_fast.PipelinedSMTPTransport, "send_many", "SMTP")
-    timer.wrap(ace.channel.smtp_fast.PipelinedSMTPTransport, "close", "SMTP")
-    for name in ("_claim", "_read_back", "_mark_sending", "_transition", "run_complete_if_done"):
-        timer.wrap(dispatch, name, "log")
-    timer.wrap(ace.batch, "send_ace_message_sent_signal", "signals")
+    stages = [
+        (campaigns.resolvers.QuerySetResolver, "recipients_for_ids", "resolve"),
+        (campaigns.resolvers.QuerySetResolver, "iter_id_chunks", "resolve"),
+        (dispatch, "_personalize", "personalize"),
+        (ace.policy, "decide", "policy"),
+        (ace.policy, "evaluate", "policy"),
+        (ace.renderers.AbstractRenderer, "render_templates", "render"),
+        (ace.channel.django_email.DjangoEmailChannel, "build_email", "MIME"),
+        (ace.channel.mime_fast, "message_bytes", "MIME"),
+        (ace.channel.mime_fast, "envelope", "MIME"),
+        (ace.channel.smtp_fast.PipelinedSMTPTransport, "send_many", "SMTP"),
+        (ace.channel.smtp_fast.PipelinedSMTPTransport, "close", "SMTP"),
+        (ace.batch, "send_ace_message_sent_signal", "signals"),
+    ]
+    stages += [
+        (dispatch, name, "log")
+        for name in ("_claim", "_read_back", "_mark_sending", "_transition", "run_complete_if_done")
+    ]
+    for owner, attribute, stage in stages:
+        if hasattr(owner, attribute):
+            timer.wrap(owner, attribute, stage)
+        else:
+            log(f"!! profile: {getattr(owner, '__name__', owner)}.{attribute} is gone; not timed")
+    # A context manager: time what it does on entry and exit (the batch's policy look-ups).
+    if hasattr(dispatch, "policies_prefetched"):
+        timer.wrap_context_manager(dispatch, "policies_prefetched", "policy")
 
 
 def run_profile(args: argparse.Namespace, count: int, sink: Sink) -> dict[str, Any]:
