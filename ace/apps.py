@@ -1,4 +1,5 @@
-"""Django app config for the ACE library (no models; templates and template tags only)."""
+""":mod:`ace.apps` is the Django app config for the ACE library (no models; templates and
+template tags only)."""
 
 from django.apps import AppConfig
 
