@@ -7,12 +7,9 @@ from django.db.models import QuerySet
 from django.template import TemplateDoesNotExist, TemplateSyntaxError, loader
 
 from campaigns.models import (
-    Campaign,
-    CampaignRun,
     ChannelChoice,
     Delivery,
     MessageTypeDefinition,
-    TemplatePart,
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -67,24 +64,9 @@ def message_type_channels(*, definition: MessageTypeDefinition) -> list[str]:
     ]
 
 
-def message_type_parts(*, definition: MessageTypeDefinition) -> QuerySet[TemplatePart]:
-    """Template parts of a database-defined message type, by channel, language, file."""
-    return definition.template_parts.order_by("channel", "language", "filename")
-
-
-def message_type_languages(*, definition: MessageTypeDefinition) -> list[str]:
-    """Languages that have at least one part ("" = any language)."""
-    return sorted(set(definition.template_parts.values_list("language", flat=True)))
-
-
 # ----------------------------------------------------------------------------------------------
 # Campaigns, runs and the delivery log (camp-admin)
 # ----------------------------------------------------------------------------------------------
-
-
-def campaign_runs(*, campaign: Campaign) -> QuerySet[CampaignRun]:
-    """A campaign's runs, newest first (their count fields give the progress)."""
-    return campaign.runs.order_by("-due_at")
 
 
 def delivery_log_queryset() -> QuerySet[Delivery]:

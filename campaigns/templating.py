@@ -237,19 +237,6 @@ def node_variables(node: Node) -> tuple[set[str], set[str]]:
     return used, bound
 
 
-def template_variables(template: Template) -> set[str]:
-    """Top-level context names a template may read (approximate: names bound anywhere by
-    ``for``/``with``/``as`` are treated as provided everywhere)."""
-    used: set[str] = set()
-    bound: set[str] = {"True", "False", "None"}
-    for node in iter_nodes(template.nodelist):
-        node_used, node_bound = node_variables(node)
-        used.update(node_used)
-        bound.update(node_bound)
-    roots = {name.split(".", 1)[0] for name in used}
-    return {root for root in roots if root not in bound}
-
-
 def check_nodelist(nodelist: Iterable[Node]) -> None:
     """Apply the include/extends/forbidden-name rules to a parsed template."""
     for node in iter_nodes(nodelist):

@@ -48,11 +48,3 @@ def optout_create(
             )
     except IntegrityError:
         return OptOut.objects.get(email=email, message_type_id=message_type_id)
-
-
-def optout_delete(*, email: str, message_type_id: int | None = None) -> int:
-    """Resubscribe: remove the opt-out of ``email`` for that scope; returns rows deleted."""
-    deleted, _ = OptOut.objects.filter(
-        email=email.strip().lower(), message_type_id=message_type_id
-    ).delete()
-    return deleted

@@ -17,29 +17,6 @@ def recipient_source_clean(*, resolver: str, parameters: Any) -> dict:
     return resolver_class(resolver).clean_parameters(parameters)
 
 
-def recipient_source_create(
-    *, name: str, resolver: str, parameters: dict | None = None
-) -> RecipientSource:
-    """Create an audience with validated parameters."""
-    cleaned = recipient_source_clean(resolver=resolver, parameters=parameters or {})
-    source = RecipientSource(name=name, resolver=resolver, parameters=cleaned)
-    source.full_clean()
-    source.save()
-    return source
-
-
-def recipient_source_update(
-    *, source: RecipientSource, resolver: str | None = None, parameters: dict | None = None
-) -> RecipientSource:
-    """Change an audience's resolver and/or parameters (validated again)."""
-    resolver = resolver if resolver is not None else source.resolver
-    parameters = parameters if parameters is not None else source.parameters
-    source.parameters = recipient_source_clean(resolver=resolver, parameters=parameters)
-    source.resolver = resolver
-    source.save(update_fields=["resolver", "parameters", "updated_at"])
-    return source
-
-
 @attrs.define(frozen=True)
 class AudiencePreview:
     """How many recipients an audience has and the first few; ``error`` if it cannot resolve."""
