@@ -265,7 +265,7 @@ def fire_and_wait(campaign_id: int, timeout: float) -> tuple[Any, dt.datetime]:
 
 
 class Worker:
-    """``celery worker`` (prefork) with query counting on, and a thread sampling its RSS."""
+    """``celery worker`` (prefork) with query counting on."""
 
     def __init__(self, args: argparse.Namespace, smtp_port: int, log_path: Path) -> None:
         env = {**os.environ, **worker_env(args, smtp_port), "BENCH_COUNT_QUERIES": "1"}
@@ -290,11 +290,6 @@ class Worker:
         self.process = subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=self.log_file, stderr=subprocess.STDOUT
         )
-        self.peak_process = 0
-        self.peak_total = 0
-        self.peak_children: dict[int, int] = {}
-        self._stop = threading.Event()
-        self._sampler = threading.Thread(target=self._sample, daemon=True)
 
     def wait_ready(self, timeout: float = 60) -> None:
         from config.celery import app
@@ -304,35 +299,10 @@ class Worker:
             if self.process.poll() is not None:
                 raise SystemExit(f"The worker exited early; see {self.log_file.name}")
             if app.control.ping(timeout=0.5):
-                self._sampler.start()
                 return
         raise SystemExit("The worker did not answer a ping")
 
-    def _sample(self) -> None:
-        import psutil
-
-        root = psutil.Process(self.process.pid)
-        while not self._stop.is_set():
-            try:
-                procs = [root, *root.children(recursive=True)]
-                sizes = {}
-                for proc in procs:
-                    with contextlib.suppress(psutil.Error):
-                        sizes[proc.pid] = proc.memory_info().rss
-            except psutil.Error:
-                return
-            if sizes:
-                self.peak_process = max(self.peak_process, *sizes.values())
-                self.peak_total = max(self.peak_total, sum(sizes.values()))
-                for pid, rss in sizes.items():
-                    if pid != root.pid:
-                        self.peak_children[pid] = max(self.peak_children.get(pid, 0), rss)
-            time.sleep(0.05)
-
     def stop(self) -> None:
-        self._stop.set()
-        if self._sampler.is_alive():
-            self._sampler.join(timeout=5)
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=30)
@@ -342,79 +312,127 @@ class Worker:
         self.log_file.close()
 
 
-class CpuMeter:
-    """CPU seconds used by the processes of the run: the worker tree, this database's
-    PostgreSQL backends and the SMTP sink, plus the whole machine (to see other load).
+class Sampler:
+    """Samples, every 50 ms, the RSS of the worker's processes and the CPU time of the worker,
+    of this database's PostgreSQL backends and of the sink, cheaply enough not to disturb the
+    run: the worker's process list is refreshed once a second, the backends come from
+    ``pg_stat_activity`` (Celery closes the database connection after each task, so backends
+    come and go; the last value seen per process is kept)."""
 
-    Celery closes the database connection after every task, so backends come and go: a thread
-    samples every process every 50 ms and keeps the last value seen per process."""
-
-    def __init__(self, worker_pid: int, sink_pid: int, database: str) -> None:
+    def __init__(self, worker_pid: int, sink_pid: int, database_url: str) -> None:
         self.worker_pid = worker_pid
         self.sink_pid = sink_pid
-        self.database = database
-        self._first: dict[str, dict[int, float]] = {}
-        self._last: dict[str, dict[int, float]] = {}
-        self._machine: list[float] = []
+        self.database_url = database_url
+        self.peak_process = 0
+        self.peak_total = 0
+        self.peak_children: dict[int, int] = {}
+        self._cpu: dict[str, dict[int, float]] = {"worker": {}, "postgres": {}, "smtp-sink": {}}
+        self._mark: dict[str, dict[int, float]] | None = None
+        self._machine_mark = 0.0
+        self._procs: dict[int, Any] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _groups(self) -> dict[str, list[Any]]:
+    def start(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def _process(self, pid: int) -> Any:
         import psutil
 
-        groups: dict[str, list[Any]] = {"worker": [], "postgres": [], "smtp-sink": []}
-        with contextlib.suppress(psutil.Error):
-            root = psutil.Process(self.worker_pid)
-            groups["worker"] = [root, *root.children(recursive=True)]
-        with contextlib.suppress(psutil.Error):
-            groups["smtp-sink"] = [psutil.Process(self.sink_pid)]
-        for proc in psutil.process_iter(["name", "cmdline"]):
-            cmdline = " ".join(proc.info.get("cmdline") or [])
-            if proc.info.get("name") == "postgres" and f" {self.database} " in f"{cmdline} ":
-                groups["postgres"].append(proc)
-        return groups
+        proc = self._procs.get(pid)
+        if proc is None:
+            proc = self._procs[pid] = psutil.Process(pid)
+        return proc
+
+    def _run(self) -> None:
+        import environ
+        import psutil
+        import psycopg
+
+        config = environ.Env.db_url_config(self.database_url)
+        conn = psycopg.connect(
+            host=config["HOST"] or None,
+            port=config["PORT"] or None,
+            user=config["USER"] or None,
+            password=config["PASSWORD"] or None,
+            dbname=config["NAME"],
+            autocommit=True,
+        )
+        root = psutil.Process(self.worker_pid)
+        workers: list[int] = [self.worker_pid]
+        refreshed = 0.0
+        with conn:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if now - refreshed > 1.0:
+                    with contextlib.suppress(psutil.Error):
+                        workers = [self.worker_pid, *(c.pid for c in root.children(recursive=True))]
+                    refreshed = now
+                backends = [
+                    pid
+                    for (pid,) in conn.execute(
+                        "SELECT pid FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                ]
+                self._sample(workers, backends)
+                self._stop.wait(0.05)
+
+    def _sample(self, workers: list[int], backends: list[int]) -> None:
+        import psutil
+
+        sizes = {}
+        for group, pids in (
+            ("worker", workers),
+            ("postgres", backends),
+            ("smtp-sink", [self.sink_pid]),
+        ):
+            for pid in pids:
+                try:
+                    proc = self._process(pid)
+                    cpu = proc.cpu_times()
+                    if group == "worker":
+                        sizes[pid] = proc.memory_info().rss
+                except psutil.Error:
+                    self._procs.pop(pid, None)
+                    continue
+                self._cpu[group][pid] = cpu.user + cpu.system
+        if sizes:
+            self.peak_process = max(self.peak_process, *sizes.values())
+            self.peak_total = max(self.peak_total, sum(sizes.values()))
+            for pid, rss in sizes.items():
+                if pid != self.worker_pid:
+                    self.peak_children[pid] = max(self.peak_children.get(pid, 0), rss)
 
     @staticmethod
     def _machine_seconds() -> float:
         import psutil
 
         cpu = psutil.cpu_times()
-        return (
-            cpu.user + cpu.system + cpu.nice + getattr(cpu, "irq", 0) + getattr(cpu, "softirq", 0)
-        )
+        busy = cpu.user + cpu.system + cpu.nice
+        return busy + getattr(cpu, "irq", 0) + getattr(cpu, "softirq", 0)
 
-    def _sample(self, *, first: bool = False) -> None:
-        import psutil
+    def mark(self) -> None:
+        """Start counting CPU from now."""
+        time.sleep(0.1)  # one fresh sample
+        self._mark = {group: dict(times) for group, times in self._cpu.items()}
+        self._machine_mark = self._machine_seconds()
 
-        for group, procs in self._groups().items():
-            for proc in procs:
-                with contextlib.suppress(psutil.Error):
-                    cpu = proc.cpu_times()
-                    seconds = cpu.user + cpu.system
-                    self._last.setdefault(group, {})[proc.pid] = seconds
-                    if first:
-                        self._first.setdefault(group, {})[proc.pid] = seconds
+    def cpu_since_mark(self) -> dict[str, float]:
+        """CPU seconds per group since :meth:`mark` (processes born since count fully)."""
+        time.sleep(0.1)
+        mark = self._mark or {}
+        used = {
+            group: sum(t - mark.get(group, {}).get(pid, 0.0) for pid, t in times.items())
+            for group, times in self._cpu.items()
+        }
+        used["machine"] = self._machine_seconds() - self._machine_mark
+        return used
 
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            self._sample()
-
-    def start(self) -> None:
-        self._sample(first=True)
-        self._machine.append(self._machine_seconds())
-        self._thread.start()
-
-    def stop(self) -> dict[str, float]:
-        """Seconds per group since :meth:`start` (processes born in between count fully)."""
+    def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        self._sample()
-        used = {
-            group: sum(t - self._first.get(group, {}).get(pid, 0.0) for pid, t in times.items())
-            for group, times in self._last.items()
-        }
-        used["machine"] = self._machine_seconds() - self._machine[0]
-        return used
 
 
 def redis_client(url: str) -> Any:
@@ -425,7 +443,6 @@ def redis_client(url: str) -> Any:
 
 def run_once(args: argparse.Namespace, count: int, sink: Sink) -> dict[str, Any]:
     """One end-to-end run for ``count`` recipients (after an untimed warm-up run, if asked)."""
-    from django.conf import settings
     from django.db import connection
 
     from bench.apps import GC_KEY, QUERIES_KEY, TASK_CPU_KEY, TASKS_KEY
@@ -446,19 +463,19 @@ def run_once(args: argparse.Namespace, count: int, sink: Sink) -> dict[str, Any]
 
     RESULTS_DIR.mkdir(exist_ok=True)
     worker = Worker(args, sink.port, RESULTS_DIR / f"worker-{count}.log")
+    sampler = None
     try:
         worker.wait_ready()
+        sampler = Sampler(worker.process.pid, sink.process.pid, args.database_url).start()
         if warmup_id is not None:
             log(f"-- warm-up: {args.warmup:,} recipients through the fresh worker (not timed)")
             fire_and_wait(warmup_id, args.timeout)
             time.sleep(0.5)
             redis.delete(QUERIES_KEY, TASKS_KEY, TASK_CPU_KEY, GC_KEY)
-        meter = CpuMeter(
-            worker.process.pid, sink.process.pid, settings.DATABASES["default"]["NAME"]
-        )
-        meter.start()
+        sampler.mark()
         log(f"-- {count:,} recipients: schedule fired, sending")
         run, due_at = fire_and_wait(campaign_id, args.timeout)
+        cpu = sampler.cpu_since_mark()
         # The last task's counters are flushed right after it returns.
         tasks = -1
         for _ in range(50):
@@ -467,8 +484,9 @@ def run_once(args: argparse.Namespace, count: int, sink: Sink) -> dict[str, Any]
             if now_tasks == tasks:
                 break
             tasks = now_tasks
-        cpu = meter.stop()
     finally:
+        if sampler is not None:
+            sampler.stop()
         worker.stop()
     queries = int(redis.get(QUERIES_KEY) or 0)
     task_cpu = {k.decode(): int(v) for k, v in redis.hgetall(TASK_CPU_KEY).items()}
@@ -485,9 +503,9 @@ def run_once(args: argparse.Namespace, count: int, sink: Sink) -> dict[str, Any]
         "tasks": tasks,
         "queries": queries,
         "queries_per_message": round(queries / max(run.sent, 1), 4),
-        "peak_rss_process_mb": round(worker.peak_process / 2**20, 1),
-        "peak_rss_children_mb": sorted(round(v / 2**20, 1) for v in worker.peak_children.values()),
-        "peak_rss_tree_mb": round(worker.peak_total / 2**20, 1),
+        "peak_rss_process_mb": round(sampler.peak_process / 2**20, 1),
+        "peak_rss_children_mb": sorted(round(v / 2**20, 1) for v in sampler.peak_children.values()),
+        "peak_rss_tree_mb": round(sampler.peak_total / 2**20, 1),
         "cpu_us_per_message": {
             group: round(used / max(run.sent, 1) * 1e6) for group, used in cpu.items()
         },
@@ -663,16 +681,16 @@ def run_profile(args: argparse.Namespace, count: int, sink: Sink) -> dict[str, A
     instrument(timer)
     reset_queries()
     log(f"-- profile: {count:,} recipients in one process")
-    from django.conf import settings
 
-    meter = CpuMeter(os.getpid(), sink.process.pid, settings.DATABASES["default"]["NAME"])
-    meter.start()
+    sampler = Sampler(os.getpid(), sink.process.pid, args.database_url).start()
+    sampler.mark()
     with CaptureQueriesContext(connection) as queries:
         started = time.perf_counter()
         with timer.stage("other"):
             run = run_start(campaign_id=campaign_id, due_at=dt.datetime.now(dt.UTC))
         seconds = time.perf_counter() - started
-    cpu = meter.stop()
+    cpu = sampler.cpu_since_mark()
+    sampler.stop()
     app.conf.task_always_eager = False
     run.refresh_from_db()
     sent = max(run.sent, 1)
