@@ -153,6 +153,9 @@ class ToggleSnapshot:
                 self._per_type[(toggle.policy, toggle.message_type_id)] = toggle
                 self._typed_policies.add(toggle.policy)
         self._cleaned: dict[int, EffectiveToggle] = {}
+        #: PolicyToggleDenyPolicy.delegated() per (message type id, directly run policies):
+        #: the same for every message of a type, so a batch works it out once per type.
+        self.delegated_cache: dict[tuple, list] = {}
 
     @classmethod
     def load(cls) -> ToggleSnapshot:
@@ -172,6 +175,11 @@ class ToggleSnapshot:
                 .first()
             )
         return self._type_ids[key]
+
+    def type_key(self, message: Any) -> int | None:
+        """What :meth:`effective` depends on in a message: its type id, and only when some
+        toggle is per type."""
+        return self.message_type_id(message) if self._typed_policies else None
 
     def policy_names(self) -> set[str]:
         """Every policy that has at least one toggle."""
@@ -653,16 +661,21 @@ class PolicyToggleDenyPolicy(Policy):
     def delegated(
         self, message: Any, snapshot: ToggleSnapshot
     ) -> list[tuple[str, Policy, EffectiveToggle]]:
-        """The (name, policy, toggle) of every policy that must run for ``message``."""
-        direct = set(ace_enabled_policy_names()) | {self.name}
-        result = []
-        for name, cls in installed_policy_classes().items():
-            if name in direct:
-                continue
-            toggle = snapshot.effective(cls, name, message)
-            if toggle.enabled:
-                result.append((name, policy_instance(name), toggle))
-        return result
+        """The (name, policy, toggle) of every policy that must run for ``message``
+        (worked out once per message type in a snapshot: toggles depend on nothing else)."""
+        direct = frozenset(ace_enabled_policy_names()) | {self.name}
+        key = (snapshot.type_key(message), direct)
+        cached = snapshot.delegated_cache.get(key)
+        if cached is None:
+            cached = []
+            for name, cls in installed_policy_classes().items():
+                if name in direct:
+                    continue
+                toggle = snapshot.effective(cls, name, message)
+                if toggle.enabled:
+                    cached.append((name, policy_instance(name), toggle))
+            snapshot.delegated_cache[key] = cached
+        return list(cached)
 
     def check_each(self, message: Any) -> list[tuple[str, PolicyResult]]:
         """Each delegated policy's own result (the dry run reports them one by one)."""
