@@ -550,7 +550,13 @@ def run_reference(args: argparse.Namespace, sink: Sink) -> dict[str, Any] | None
         f"127.0.0.1:{sink.port}",
     ]
     done = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    # The same without a network: Django's locmem backend (render + build the email only).
+    log("-- reference: the same with the locmem email backend (no network)")
+    local = [*command[:-2], "--backend", "locmem"]
+    done = subprocess.run(local, check=True, capture_output=True, text=True, cwd=ROOT)
+    result["no_network_per_second"] = json.loads(done.stdout.strip().splitlines()[-1])["per_second"]
+    return result
 
 
 # Profile mode --------------------------------------------------------------------------------
@@ -724,7 +730,8 @@ def summarize(results: dict[str, Any]) -> str:
     if ref:
         lines.append(
             f"Reference {ref['library']} (ace.send per message, SMTP): "
-            f"{ref['per_second']:,.1f} msg/s over {ref['messages']:,} messages"
+            f"{ref['per_second']:,.1f} msg/s over {ref['messages']:,} messages "
+            f"({ref.get('no_network_per_second', 0):,.1f} msg/s with the locmem backend)"
         )
     runs = results.get("runs", [])
     for run in runs:
