@@ -329,6 +329,7 @@ class Sampler:
         self._cpu: dict[str, dict[int, float]] = {"worker": {}, "postgres": {}, "smtp-sink": {}}
         self._mark: dict[str, dict[int, float]] | None = None
         self._machine_mark = 0.0
+        self._steal_mark = 0.0
         self._procs: dict[int, Any] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -406,6 +407,13 @@ class Sampler:
                     self.peak_children[pid] = max(self.peak_children.get(pid, 0), rss)
 
     @staticmethod
+    def _steal_seconds() -> float:
+        """Time the hypervisor gave this VM's CPUs to someone else (0 on bare metal)."""
+        import psutil
+
+        return getattr(psutil.cpu_times(), "steal", 0.0)
+
+    @staticmethod
     def _machine_seconds() -> float:
         import psutil
 
@@ -418,6 +426,7 @@ class Sampler:
         time.sleep(0.1)  # one fresh sample
         self._mark = {group: dict(times) for group, times in self._cpu.items()}
         self._machine_mark = self._machine_seconds()
+        self._steal_mark = self._steal_seconds()
 
     def cpu_since_mark(self) -> dict[str, float]:
         """CPU seconds per group since :meth:`mark` (processes born since count fully)."""
@@ -428,6 +437,7 @@ class Sampler:
             for group, times in self._cpu.items()
         }
         used["machine"] = self._machine_seconds() - self._machine_mark
+        used["steal"] = self._steal_seconds() - self._steal_mark
         return used
 
     def stop(self) -> None:
@@ -517,6 +527,7 @@ def run_once(args: argparse.Namespace, count: int, sink: Sink) -> dict[str, Any]
             for gen, us in sorted(gc_us.items())
         },
         "machine_busy_percent": round(cpu["machine"] / (seconds * (os.cpu_count() or 1)) * 100),
+        "steal_percent": round(cpu["steal"] / (seconds * (os.cpu_count() or 1)) * 100, 1),
     }
 
 
@@ -748,7 +759,8 @@ def summarize(results: dict[str, Any]) -> str:
         lines.append(
             f"{'':>9}CPU per message: worker {cpu['worker']} us, PostgreSQL {cpu['postgres']} us, "
             f"sink {cpu['smtp-sink']} us (machine: {cpu['machine']} us, "
-            f"{cpu['machine'] - ours} us not ours; {run['machine_busy_percent']} % busy)"
+            f"{cpu['machine'] - ours} us not ours; {run['machine_busy_percent']} % busy, "
+            f"{run['steal_percent']} % stolen by the hypervisor)"
         )
         if cpu["machine"] - ours > 0.2 * cpu["machine"]:
             lines.append(
