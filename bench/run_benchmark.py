@@ -733,19 +733,19 @@ def run_profile(args: argparse.Namespace, count: int, sink: Sink) -> dict[str, A
 def summarize(results: dict[str, Any]) -> str:
     lines = []
     sink = results.get("sink_ceiling_per_second")
-    ref = results.get("reference")
     if sink:
         lines.append(
             f"SMTP sink ceiling (smtp-source, {SINK_SESSIONS} sessions): {sink:,.0f} msg/s"
         )
-    if ref:
-        lines.append(
-            f"Reference {ref['library']} (ace.send per message, SMTP): "
-            f"{ref['per_second']:,.1f} msg/s over {ref['messages']:,} messages "
-            f"({ref.get('no_network_per_second', 0):,.1f} msg/s with the locmem backend)"
-        )
     runs = results.get("runs", [])
     for run in runs:
+        ref = run.get("reference")
+        if ref:
+            lines.append(
+                f"Reference {ref['library']} (ace.send per message, Django's SMTP backend) just "
+                f"before: {ref['per_second']:,.1f} msg/s over {ref['messages']:,} messages "
+                f"({ref.get('no_network_per_second', 0):,.1f} msg/s with the locmem backend)"
+            )
         ratio = f", {run['per_second'] / ref['per_second']:.1f}x the reference" if ref else ""
         lines.append(
             f"{run['recipients']:>7,} recipients: {run['per_second']:,.1f} msg/s{ratio} "
@@ -843,7 +843,6 @@ def main(argv: list[str] | None = None) -> None:
         setup_django(args, sink.port)
         log("-- measuring the sink's ceiling")
         results["sink_ceiling_per_second"] = round(sink.ceiling() or 0)
-        results["reference"] = run_reference(args, sink)
         if args.stages:
             from bench.stages import run_stages
 
@@ -851,7 +850,16 @@ def main(argv: list[str] | None = None) -> None:
         if args.profile:
             results["profile"] = run_profile(args, args.profile, sink)
         if args.recipients:
-            results["runs"] = [run_once(args, count, sink) for count in args.recipients]
+            results["runs"] = []
+            for count in args.recipients:
+                # The reference right before each run: the machine's speed drifts over minutes
+                # (a shared VM), and a ratio is only meaningful between neighbouring runs.
+                reference = run_reference(args, sink)
+                run = run_once(args, count, sink)
+                run["reference"] = reference
+                if reference:
+                    run["ratio"] = round(run["per_second"] / reference["per_second"], 2)
+                results["runs"].append(run)
     finally:
         sink.stop()
     RESULTS_DIR.mkdir(exist_ok=True)
