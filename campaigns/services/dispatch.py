@@ -1133,7 +1133,7 @@ def run_resend_unknown(*, run: CampaignRun, user: Any) -> int:
         raise CampaignError(RESEND_FORBIDDEN, {"run_id": run.pk})
     with transaction.atomic():
         locked = CampaignRun.objects.select_for_update().get(pk=run.pk)
-        if locked.status in (*UNFINISHED,):
+        if locked.status in UNFINISHED:
             raise CampaignError(
                 RESEND_RUN_ACTIVE.format(run=locked, status=locked.get_status_display()),
                 {"run_id": locked.pk, "status": locked.status},
