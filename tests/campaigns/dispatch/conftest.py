@@ -121,7 +121,10 @@ def worker_factory(
         for key in ("broker_url", "task_always_eager", "task_default_queue")
     }
     celery_app.conf.update(broker_url=url, task_always_eager=False, task_default_queue=queue)
-    celery_app._pool = None  # publish through a pool made for the Redis URL
+    # Publish through pools made for the Redis URL: an earlier test may have built them for
+    # the settings' broker (e.g. filesystem:// when CELERY_BROKER_URL is not set).
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
     workers: list[Worker] = []
 
     def start_worker(**env: str) -> Worker:
@@ -137,6 +140,7 @@ def worker_factory(
         sys.stderr.write(f"--- {worker.log_path.name} ---\n{worker.log()[-6000:]}\n")
     celery_app.conf.update(**saved)
     celery_app._pool = None
+    celery_app.amqp._producer_pool = None
     import redis
 
     client = redis.Redis.from_url(url)
