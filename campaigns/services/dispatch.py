@@ -1046,15 +1046,22 @@ def _stopped(batch: _Batch, status: str, ids: list[int]) -> BatchOutcome:
 # Pause, resume, cancel, resend ---------------------------------------------------------------
 
 
+def _run_lock(*, run: CampaignRun, allowed: Iterable[str], error: str) -> CampaignRun:
+    """Lock the run's row (inside the caller's transaction) and refuse it with ``error``
+    unless its status is one of ``allowed``."""
+    locked = CampaignRun.objects.select_for_update().select_related("campaign").get(pk=run.pk)
+    if locked.status not in allowed:
+        raise CampaignError(
+            error.format(run=locked, status=locked.get_status_display()),
+            {"run_id": locked.pk, "status": locked.status},
+        )
+    return locked
+
+
 def run_pause(*, run: CampaignRun) -> CampaignRun:
     """Pause a resolving or running run: batches stop before their next sub-chunk."""
     with transaction.atomic():
-        locked = CampaignRun.objects.select_for_update().get(pk=run.pk)
-        if locked.status not in ACTIVE:
-            raise CampaignError(
-                RUN_NOT_PAUSABLE.format(run=locked, status=locked.get_status_display()),
-                {"run_id": locked.pk, "status": locked.status},
-            )
+        locked = _run_lock(run=run, allowed=ACTIVE, error=RUN_NOT_PAUSABLE)
         locked.status = RunStatus.PAUSED
         locked.save(update_fields=["status"])
     run.status = locked.status
@@ -1065,12 +1072,7 @@ def run_resume(*, run: CampaignRun) -> CampaignRun:
     """Resume a paused run: re-enqueue the batches that stopped (their QUEUED rows go out;
     nothing already sent is sent again) and continue resolving if it was not finished."""
     with transaction.atomic():
-        locked = CampaignRun.objects.select_for_update().select_related("campaign").get(pk=run.pk)
-        if locked.status != RunStatus.PAUSED:
-            raise CampaignError(
-                RUN_NOT_RESUMABLE.format(run=locked, status=locked.get_status_display()),
-                {"run_id": locked.pk, "status": locked.status},
-            )
+        locked = _run_lock(run=run, allowed=(RunStatus.PAUSED,), error=RUN_NOT_RESUMABLE)
         resolved = bool((locked.resolve_cursor or {}).get("done"))
         locked.status = RunStatus.RUNNING if resolved else RunStatus.RESOLVING
         locked.save(update_fields=["status"])
@@ -1094,12 +1096,7 @@ def run_cancel(*, run: CampaignRun) -> int:
     """Cancel a run: nothing more is sent (rows being sent right now finish); its QUEUED rows
     become SKIPPED with the reason. Returns how many rows were skipped."""
     with transaction.atomic():
-        locked = CampaignRun.objects.select_for_update().get(pk=run.pk)
-        if locked.status not in UNFINISHED:
-            raise CampaignError(
-                RUN_NOT_CANCELLABLE.format(run=locked, status=locked.get_status_display()),
-                {"run_id": locked.pk, "status": locked.status},
-            )
+        locked = _run_lock(run=run, allowed=UNFINISHED, error=RUN_NOT_CANCELLABLE)
         locked.status = RunStatus.CANCELLED
         locked.finished_at = timezone.now()
         locked.save(update_fields=["status", "finished_at"])
@@ -1132,12 +1129,8 @@ def run_resend_unknown(*, run: CampaignRun, user: Any) -> int:
     if not user.has_perm("campaigns.resend_unknown_campaign"):
         raise CampaignError(RESEND_FORBIDDEN, {"run_id": run.pk})
     with transaction.atomic():
-        locked = CampaignRun.objects.select_for_update().get(pk=run.pk)
-        if locked.status in UNFINISHED:
-            raise CampaignError(
-                RESEND_RUN_ACTIVE.format(run=locked, status=locked.get_status_display()),
-                {"run_id": locked.pk, "status": locked.status},
-            )
+        finished = set(RunStatus) - set(UNFINISHED)
+        locked = _run_lock(run=run, allowed=finished, error=RESEND_RUN_ACTIVE)
         count = Delivery.objects.filter(run=locked, status=DeliveryStatus.UNKNOWN).update(
             status=DeliveryStatus.QUEUED,
             reason=REASON_RESENT.format(user=user),
