@@ -319,6 +319,11 @@ class CampaignRun(models.Model):
         CANCELLED = "cancelled", "Cancelled"
         FAILED = "failed", "Failed"
 
+    #: Statuses in which batches send (pause and cancel take effect between sub-chunks).
+    ACTIVE = (Status.RESOLVING, Status.RUNNING)
+    #: Statuses of a run that has not reached its end yet.
+    UNFINISHED = (Status.PENDING, Status.RESOLVING, Status.RUNNING, Status.PAUSED)
+
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="runs")
     send_uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     due_at = models.DateTimeField(help_text="The schedule's due time this run serves.")
@@ -364,6 +369,7 @@ class Delivery(models.Model):
         SKIPPED = "skipped", "Skipped (no address or device)"
         UNKNOWN = "unknown", "Unknown (interrupted)"
 
+    #: Where a delivery ends; each value is also the name of the run's counter of it.
     TERMINAL = (
         Status.SENT,
         Status.DENIED,
