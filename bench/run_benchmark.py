@@ -646,8 +646,8 @@ def instrument(timer: StageTimer) -> None:
     """Put timers around each stage of the batch path (monkeypatching, profile mode only)."""
     import ace.batch
     import ace.channel.django_email
-    import ace.channel.mime_fast
-    import ace.channel.smtp_fast
+    import ace.channel.mime
+    import ace.channel.smtp_pipelining
     import ace.policy
     import ace.renderers
     import ace.utils.signals
@@ -662,10 +662,10 @@ def instrument(timer: StageTimer) -> None:
         (ace.policy, "evaluate", "policy"),
         (ace.renderers.AbstractRenderer, "render_templates", "render"),
         (ace.channel.django_email.DjangoEmailChannel, "build_email", "MIME"),
-        (ace.channel.mime_fast, "message_bytes", "MIME"),
-        (ace.channel.mime_fast, "envelope", "MIME"),
-        (ace.channel.smtp_fast.PipelinedSMTPTransport, "send_many", "SMTP"),
-        (ace.channel.smtp_fast.PipelinedSMTPTransport, "close", "SMTP"),
+        (ace.channel.mime, "message_bytes", "MIME"),
+        (ace.channel.mime, "envelope", "MIME"),
+        (ace.channel.smtp_pipelining.PipelinedSMTPTransport, "send_many", "SMTP"),
+        (ace.channel.smtp_pipelining.PipelinedSMTPTransport, "close", "SMTP"),
         (ace.batch, "send_ace_message_sent_signal", "signals"),
     ]
     stages += [

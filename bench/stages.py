@@ -2,9 +2,9 @@
 
 They show what each stage costs on its own and what the fast path changes: rendering the five
 templates (looked up once, translation active once, as ``BatchSender`` does), building the MIME
-bytes (Django's ``message().as_bytes()`` against :mod:`ace.channel.mime_fast`), and sending
+bytes (Django's ``message().as_bytes()`` against :mod:`ace.channel.mime`), and sending
 pre-built bytes (``smtplib`` on one connection, a new connection per message as the reference
-does, and :class:`~ace.channel.smtp_fast.PipelinedSMTPTransport`).
+does, and :class:`~ace.channel.smtp_pipelining.PipelinedSMTPTransport`).
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ def run_stages(count: int = 2000) -> dict[str, float]:
     from django.core.mail import get_connection
     from django.utils import translation
 
-    from ace.channel.django_email import DjangoEmailChannel
-    from ace.channel.mime_fast import envelope, message_bytes
-    from ace.channel.smtp_fast import Envelope, PipelinedSMTPTransport, django_smtp_connector
+    from ace.channel.django_email import DjangoEmailChannel, django_smtp_connector
+    from ace.channel.mime import envelope, message_bytes
+    from ace.channel.smtp_pipelining import Envelope, PipelinedSMTPTransport
     from ace.presentation import get_renderer
 
     channel = DjangoEmailChannel()
@@ -68,7 +68,7 @@ def run_stages(count: int = 2000) -> dict[str, float]:
     results["MIME: Django message().as_bytes()"] = _per_message(
         count, lambda i: emails[i].message().as_bytes(linesep="\r\n")
     )
-    results["MIME: mime_fast.message_bytes()"] = _per_message(
+    results["MIME: ace.channel.mime.message_bytes()"] = _per_message(
         count, lambda i: message_bytes(emails[i])
     )
     prebuilt = [Envelope(*envelope(e), message_bytes(e)) for e in emails]

@@ -14,8 +14,11 @@ Beyond the reference (which turned every SMTP error into a fatal one):
   the server may have accepted the message, and retrying could deliver it twice. (With
   Django's SMTP backend the channel watches its ``smtplib`` connection to tell that moment
   apart; other backends report what they raise.)
-* :meth:`DjangoEmailChannel.open_session` keeps one backend connection (one SMTP connection)
-  open for a whole batch, reconnecting after a drop;
+* :meth:`DjangoEmailChannel.open_session` keeps backend connections open for a whole batch,
+  reconnecting after a drop: with Django's SMTP backend, :class:`PipelinedEmailSession` sends
+  over a few pipelined connections (the stdlib-only transport of
+  :mod:`ace.channel.smtp_pipelining`, serialized by :mod:`ace.channel.mime`); with any other
+  backend, :class:`DjangoEmailSession` keeps one backend connection;
 * the rendered ``from_name`` becomes the sender's display name, ``options['reply_to']`` and
   ``options['headers']`` are honoured, and a header containing a newline is refused.
 """
@@ -26,7 +29,7 @@ import functools
 import logging
 import smtplib
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from email.headerregistry import Address
 from email.utils import parseaddr
@@ -34,10 +37,12 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail.backends.smtp import EmailBackend
+from django.utils.module_loading import import_string
 
-from ace.channel import Channel, ChannelSession
+from ace.channel import Channel, ChannelSession, mime
 from ace.channel.mixins import EmailChannelMixin
-from ace.channel.smtp_fast import SMTPReplyLost
+from ace.channel.smtp_pipelining import Envelope, PipelinedSMTPTransport, SMTPReplyLost
 from ace.errors import (
     ChannelError,
     DeliveryOutcomeUnknownError,
@@ -55,6 +60,13 @@ LOG = logging.getLogger(__name__)
 #: Default for the ``ACE_CHANNEL_DJANGO_EMAIL_RETRY_DELAY`` setting (seconds).
 DEFAULT_RETRY_DELAY = 60
 NOT_SENT = "The email backend reported that the message was not sent"
+#: Setting: use the pipelined transport for the batch path when ``EMAIL_BACKEND`` is Django's
+#: SMTP backend (default True; False keeps one plain ``smtplib`` connection per session).
+FAST_SMTP_SETTING = "ACE_CHANNEL_DJANGO_EMAIL_FAST_SMTP"
+#: Setting: SMTP connections per session (per worker process), default 4.
+CONNECTIONS_SETTING = "ACE_CHANNEL_DJANGO_EMAIL_SMTP_CONNECTIONS"
+DEFAULT_CONNECTIONS = 4
+_DJANGO_SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 
 
 def _reply_text(reply: Any) -> str:
@@ -80,7 +92,7 @@ def smtp_error_to_channel_error(exc: BaseException) -> ChannelError | None:
 
     Returns:
         An "unknown outcome" error when the connection was lost after the message was sent
-        (:class:`~ace.channel.smtp_fast.SMTPReplyLost`); a recoverable error for 4xx replies,
+        (:class:`~ace.channel.smtp_pipelining.SMTPReplyLost`); a recoverable error for 4xx replies,
         other disconnections, timeouts and network errors; a fatal one for 5xx replies,
         refused recipients, invalid messages and other SMTP errors; ``None`` for anything
         else (a bug, to be raised as it is).
@@ -212,11 +224,9 @@ class DjangoEmailChannel(EmailChannelMixin, Channel):
 
     def open_session(self) -> ChannelSession:
         """A session keeping backend connections open for many messages: with Django's SMTP
-        backend, the pipelined transport of :mod:`ace.channel.smtp_fast` (several connections,
-        ESMTP PIPELINING; off with ``ACE_CHANNEL_DJANGO_EMAIL_FAST_SMTP = False``), else one
-        backend connection."""
-        from ace.channel.smtp_fast import pipelined_session_for
-
+        backend, a :class:`PipelinedEmailSession` (several connections, ESMTP PIPELINING; off
+        with ``ACE_CHANNEL_DJANGO_EMAIL_FAST_SMTP = False``), else a
+        :class:`DjangoEmailSession` (one backend connection)."""
         return pipelined_session_for(self) or DjangoEmailSession(self)
 
 
@@ -285,7 +295,7 @@ class DjangoEmailSession(ChannelSession):
 
 
 def _watch_data(smtp: smtplib.SMTP) -> None:
-    """Make ``smtp`` raise :class:`~ace.channel.smtp_fast.SMTPReplyLost` instead of
+    """Make ``smtp`` raise :class:`~ace.channel.smtp_pipelining.SMTPReplyLost` instead of
     ``SMTPServerDisconnected`` when the connection is lost after the message content was
     written in ``DATA`` (``smtplib`` raises the same error before and after that point).
 
@@ -312,3 +322,87 @@ def _watch_data(smtp: smtplib.SMTP) -> None:
 
     smtp.send = counting_send  # type: ignore[method-assign]
     smtp.data = watched_data  # type: ignore[method-assign]
+
+
+# The pipelined session -----------------------------------------------------------------------
+
+
+def django_smtp_connector(**backend_kwargs: Any) -> Callable[[], EmailBackend]:
+    """A connector for :class:`~ace.channel.smtp_pipelining.PipelinedSMTPTransport` opening
+    Django's SMTP ``EmailBackend`` (settings or ``backend_kwargs``); the transport uses the
+    backend's ``smtplib.SMTP`` connection and closes it with the backend."""
+
+    def connect() -> EmailBackend:
+        backend = EmailBackend(fail_silently=False, **backend_kwargs)
+        backend.open()
+        return backend
+
+    return connect
+
+
+def pipelined_session_for(channel: DjangoEmailChannel) -> PipelinedEmailSession | None:
+    """The pipelined session for ``channel`` if the settings allow it: ``EMAIL_BACKEND`` is
+    exactly Django's SMTP backend (a subclass may change how mail is sent, so it keeps the
+    plain session) and ``ACE_CHANNEL_DJANGO_EMAIL_FAST_SMTP`` is not false."""
+    if not getattr(settings, FAST_SMTP_SETTING, True):
+        return None
+    backend = settings.EMAIL_BACKEND
+    if backend != _DJANGO_SMTP_BACKEND and import_string(backend) is not EmailBackend:
+        return None
+    connections = int(getattr(settings, CONNECTIONS_SETTING, DEFAULT_CONNECTIONS))
+    return PipelinedEmailSession(channel, connections=connections)
+
+
+class PipelinedEmailSession(ChannelSession):
+    """
+    The django_email channel's batch session over
+    :class:`~ace.channel.smtp_pipelining.PipelinedSMTPTransport`.
+
+    Each message is built exactly as the channel builds it (:meth:`DjangoEmailChannel.build_email`),
+    serialized by :func:`ace.channel.mime.message_bytes`, and its SMTP result is mapped by
+    :func:`smtp_error_to_channel_error`, as for :class:`DjangoEmailSession`: 4xx,
+    disconnections and timeouts are recoverable (with ``next_attempt_time``), 5xx and refused
+    recipients are fatal with the server's reply, and a connection lost after a message's
+    content was written (:class:`~ace.channel.smtp_pipelining.SMTPReplyLost`) is unknown,
+    never retried.
+    """
+
+    channel: DjangoEmailChannel
+
+    def __init__(self, channel: DjangoEmailChannel, *, connections: int = DEFAULT_CONNECTIONS):
+        super().__init__(channel)
+        self.transport = PipelinedSMTPTransport(django_smtp_connector(), connections=connections)
+
+    def deliver_many(self, items: Sequence[tuple[Message, Any]]) -> list[Exception | None]:
+        """Send every item; one result per item (None or a ChannelError), in order."""
+        results = self.transport.send_many(self._envelopes(items))
+        return [self._channel_error(result) for result in results]
+
+    def close(self) -> None:
+        """QUIT every connection."""
+        self.transport.close()
+
+    def _envelopes(self, items: Sequence[tuple[Message, Any]]) -> Iterator[Envelope | Exception]:
+        for message, rendered in items:
+            try:
+                email = self.channel.build_email(message, rendered)
+                sender, recipients = mime.envelope(email)
+                if not recipients:
+                    yield FatalChannelDeliveryError(NOT_SENT)
+                    continue
+                # Both message_bytes paths (direct, and Django's as_bytes) write CRLF. Looked up
+                # on the module at each call, so the benchmark's profile can time it.
+                yield Envelope(sender, recipients, mime.message_bytes(email), crlf=True)
+            except (ChannelError, ValueError) as error:  # ValueError: bad header or address
+                yield error
+
+    @staticmethod
+    def _channel_error(result: BaseException | None) -> Exception | None:
+        if result is None or isinstance(result, ChannelError):
+            return result
+        error = smtp_error_to_channel_error(result)
+        if error is None:  # not an email error: a bug, raised as the plain session would
+            raise result
+        if error is not result:
+            error.__cause__ = result
+        return error

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from ace.channel.django_email import DjangoEmailChannel
-from ace.channel.mime_fast import message_bytes
+from ace.channel.mime import message_bytes
 from ace.presentation import render
 from bench import workload
 from bench.run_benchmark import StageTimer

@@ -19,7 +19,7 @@ from ace.channel.django_email import (
     smtp_error_to_channel_error,
 )
 from ace.channel.mixins import HEADER_NEWLINE, NO_FROM_ADDRESS
-from ace.channel.smtp_fast import SMTPReplyLost
+from ace.channel.smtp_pipelining import SMTPReplyLost
 from ace.errors import (
     DeliveryOutcomeUnknownError,
     FatalChannelDeliveryError,

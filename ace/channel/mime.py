@@ -1,5 +1,5 @@
 """
-:mod:`ace.channel.mime_fast` serializes a Django ``EmailMessage`` to bytes without the
+:mod:`ace.channel.mime` serializes a Django ``EmailMessage`` to bytes without the
 ``email`` package's object tree and generator.
 
 ``email.message().as_bytes()`` costs about as much as rendering the templates (~0.4-0.9 ms for a
@@ -9,7 +9,8 @@ the same shape of email over and over, so :func:`message_bytes` writes that shap
 headers in Django's order with Django's values, parts encoded per RFC 2045 (``7bit`` for ASCII
 text with short lines, quoted-printable otherwise, so the result is 7-bit clean and needs no
 8BITMIME), RFC 2047 encoded-words for non-ASCII headers, CRLF line endings. Dot-stuffing is left
-to the SMTP layer.
+to the SMTP layer (:func:`ace.channel.smtp_pipelining.smtp_data`). The django_email channel's
+pipelined session serializes every message through here.
 
 Anything else (attachments, non-text alternatives, a non-UTF-8 charset, a subclass that
 overrides ``message()``) goes through Django's own ``message().as_bytes()``, so the result is

@@ -1,29 +1,33 @@
-"""Tests for the fast email path: ace.channel.mime_fast (serialization) and ace.channel.smtp_fast
-(pipelined SMTP over several connections), against real SMTP servers on loopback."""
+"""Tests for ace.channel.smtp_pipelining (pipelined SMTP over several connections) and the
+django_email channel's pipelined session built on it, against real SMTP servers on loopback."""
 
 from __future__ import annotations
 
-import email
-import email.policy
+import ast
 import smtplib
 import socket
+import sys
 import time
 from collections import deque
+from pathlib import Path
 
 import pytest
 from ace_stubs import make_message
-from django.core.mail import EmailMessage, EmailMultiAlternatives
-from django.core.mail.message import BadHeaderError
+from mime_samples import alternative_email, header_view, parse, parts
 
 from ace.batch import BatchSender
-from ace.channel.django_email import DjangoEmailChannel, DjangoEmailSession
-from ace.channel.mime_fast import envelope, message_bytes
-from ace.channel.smtp_fast import (
-    Envelope,
+from ace.channel import smtp_pipelining
+from ace.channel.django_email import (
+    DjangoEmailChannel,
+    DjangoEmailSession,
     PipelinedEmailSession,
+    django_smtp_connector,
+)
+from ace.channel.mime import envelope, message_bytes
+from ace.channel.smtp_pipelining import (
+    Envelope,
     PipelinedSMTPTransport,
     SMTPReplyLost,
-    django_smtp_connector,
     smtp_data,
 )
 from ace.errors import (
@@ -40,138 +44,18 @@ from ace.utils.date import get_current_time
 
 pytestmark = pytest.mark.usefixtures("no_policies")
 
-# Serialization -------------------------------------------------------------------------------
 
-
-def alternative_email(**overrides) -> EmailMultiAlternatives:
-    fields = {
-        "subject": "Ada, 5 new courses picked for you",
-        "body": "Hello Ada,\n\nHere are this week's courses:\n- one\n- two\n",
-        "from_email": "Bench Learning <news@example.org>",
-        "to": ["ada@example.org"],
-        "headers": {
-            "List-Unsubscribe": "<https://example.org/unsubscribe/1/token>",
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        },
-    }
-    html = overrides.pop("html", "<p>Hello <b>Ada</b></p>\n<ul><li>one</li><li>two</li></ul>")
-    fields.update(overrides)
-    mail = EmailMultiAlternatives(**fields)
-    if html is not None:
-        mail.attach_alternative(html, "text/html")
-    return mail
-
-
-def parse(data: bytes) -> email.message.EmailMessage:
-    return email.message_from_bytes(data, policy=email.policy.default)
-
-
-def parts(message) -> list[tuple[str, str]]:
-    leaves = message.iter_parts() if message.is_multipart() else [message]
-    return [(p.get_content_type(), p.get_content().replace("\r\n", "\n")) for p in leaves]
-
-
-def header_view(message) -> list[tuple[str, str]]:
-    """Every header but the per-message ones (Date, Message-ID, the boundary), unfolded.
-
-    Django folds long encoded headers after "Name:", which a parser reads back with a leading
-    space; the value is the same."""
-    skip = {"date", "message-id", "content-type"}
-    return [(k, str(v).strip()) for k, v in message.items() if k.lower() not in skip]
-
-
-def assert_same_as_django(mail: EmailMessage) -> bytes:
-    ours = message_bytes(mail)
-    theirs = mail.message().as_bytes(linesep="\r\n")
-    ours_parsed, theirs_parsed = parse(ours), parse(theirs)
-    assert header_view(ours_parsed) == header_view(theirs_parsed)
-    assert ours_parsed.get_content_type() == theirs_parsed.get_content_type()
-    assert parts(ours_parsed) == parts(theirs_parsed)
-    assert ours_parsed["Date"] and ours_parsed["Message-ID"]
-    return ours
-
-
-def assert_wire_safe(data: bytes) -> None:
-    """7-bit, CRLF only, no line over RFC 5322's 998 characters."""
-    assert data.isascii()
-    assert data.count(b"\n") == data.count(b"\r\n") == data.count(b"\r")
-    assert max(len(line) for line in data.split(b"\r\n")) <= 998
-
-
-def test_ascii_email_matches_django():
-    data = assert_same_as_django(alternative_email())
-    assert_wire_safe(data)
-    assert b"Content-Transfer-Encoding: 7bit" in data
-
-
-def test_non_ascii_email_matches_django_and_stays_seven_bit():
-    mail = alternative_email(
-        subject="Léa, 5 nouveaux cours pour vous ✓ — " + "très " * 30,
-        body="Bonjour Léa,\n.une ligne qui commence par un point\nFrom the start\n" + "é" * 1500,
-        html="<p>été ✓</p>\r\n<p>ligne\rsuivante</p>",
-        from_email="Équipe Bench <news@example.org>",
-        to=["Zoë Ünïcode <zoe@exämple.org>"],
-        reply_to=["Réponse <reply@example.org>"],
-        headers={"X-Campaign": "rentrée", "List-Unsubscribe": "<https://example.org/u/1>"},
-    )
-    data = assert_same_as_django(mail)
-    assert_wire_safe(data)
-    assert b"Content-Transfer-Encoding: quoted-printable" in data
-    parsed = parse(data)
-    assert parsed["To"].addresses[0].domain == "xn--exmple-cua.org"
-    assert parsed["Subject"].startswith("Léa, 5 nouveaux cours pour vous ✓")
-
-
-def test_long_ascii_lines_are_quoted_printable():
-    mail = alternative_email(body="x" * 3000, html="<p>" + "y" * 2500 + "</p>")
-    data = assert_same_as_django(mail)
-    assert_wire_safe(data)
-    assert data.count(b"Content-Transfer-Encoding: quoted-printable") == 2
-
-
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        {"html": None},  # text only
-        {"body": "", "html": "<p>only html</p>"},  # no text part, as Django does
-        {"cc": ["c@example.org"], "bcc": ["b@example.org"]},
-        {"headers": {"To": "Someone Else <else@example.org>", "Message-ID": "<fixed@example.org>"}},
-    ],
-)
-def test_other_shapes_match_django(overrides):
-    assert_wire_safe(assert_same_as_django(alternative_email(**overrides)))
-
-
-def test_attachments_fall_back_to_django():
-    mail = alternative_email()
-    mail.attach("notes.txt", "attached text", "text/plain")
-    mail.attach("blob.bin", b"\x00\x01\x02", "application/octet-stream")
-    data = message_bytes(mail)
-    assert_wire_safe(data)
-    assert parse(data).get_content_type() == "multipart/mixed"
-    assert [p.get_filename() for p in parse(data).iter_attachments()] == ["notes.txt", "blob.bin"]
-
-
-def test_header_with_newline_is_refused():
-    with pytest.raises(BadHeaderError):
-        message_bytes(alternative_email(headers={"X-Evil": "a\r\nBcc: victim@example.org"}))
-    with pytest.raises(BadHeaderError):
-        message_bytes(alternative_email(subject="Hello\nBcc: victim@example.org"))
-
-
-def test_envelope_matches_djangos_smtp_backend():
-    mail = alternative_email(
-        from_email="Équipe <news@example.org>",
-        to=["Zoë <zoe@exämple.org>", "plain@example.org"],
-        cc=["c@example.org"],
-        bcc=["Hidden <b@example.org>"],
-    )
-    assert envelope(mail) == (
-        "news@example.org",
-        ["zoe@xn--exmple-cua.org", "plain@example.org", "c@example.org", "b@example.org"],
-    )
-    with pytest.raises(ValueError):
-        envelope(alternative_email(to=["bad@"]))  # as Django refuses it
+def test_the_transport_module_imports_only_the_standard_library():
+    """Not Django, nothing from ace, not even inside a function."""
+    tree = ast.parse(Path(smtp_pipelining.__file__).read_text(encoding="utf-8"))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "relative import"
+            imported.add(node.module.split(".")[0])
+    assert imported - {"__future__"} <= sys.stdlib_module_names, imported
 
 
 def test_smtp_data_dot_stuffs_and_terminates():
@@ -441,7 +325,7 @@ def test_transport_rejects_zero_connections():
         PipelinedSMTPTransport(django_smtp_connector(), connections=0)
 
 
-# The channel's session -----------------------------------------------------------------------
+# The django_email channel's pipelined session ------------------------------------------------
 
 
 def test_session_choice_follows_the_settings(settings, smtp_backend):

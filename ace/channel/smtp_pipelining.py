@@ -1,6 +1,6 @@
 """
-:mod:`ace.channel.smtp_fast` sends many messages over a few SMTP connections without waiting
-for the server between messages.
+:mod:`ace.channel.smtp_pipelining` sends many messages over a few SMTP connections without
+waiting for the server between messages.
 
 Django's SMTP backend (``smtplib``) sends one message as four round trips (MAIL, RCPT, DATA,
 the content) and waits for every reply before doing anything else, so a sender on an open
@@ -11,9 +11,10 @@ loopback connection spends most of a message's ~0.8 ms idle. :class:`PipelinedSM
   ``MAIL``/``RCPT``/``DATA``, so a message costs one round trip;
 * keeps several connections and visits them in turn, so while one server reply is on its way
   the process builds and writes the next message on another connection;
-* connects through Django's own SMTP backend (``EmailBackend.open()``), so every email setting
-  (host, port, SSL/STARTTLS, certificates, login, timeout, local host name) means exactly what
-  it means for Django, and only the per-message exchange is replaced.
+* opens each connection through the ``connect`` callable it is given, so connecting, TLS and
+  login stay the caller's (:mod:`ace.channel.django_email` passes one that opens Django's own
+  SMTP backend, so every email setting means exactly what it means for Django), and only the
+  per-message exchange is replaced.
 
 Servers without PIPELINING get the same round robin with one command per round trip.
 
@@ -26,6 +27,9 @@ One result is finer than ``smtplib``'s: when the connection is lost after a mess
 content (its final ``.`` line) was written but before the server replied to it, the result is
 :class:`SMTPReplyLost` (a ``SMTPServerDisconnected``): the server may have accepted the message,
 so sending it again could deliver it twice.
+
+This module is a leaf: it imports only the standard library (no Django, nothing from ``ace``),
+so the transport can be used, tested and measured on its own.
 """
 
 from __future__ import annotations
@@ -34,24 +38,15 @@ import logging
 import re
 import smtplib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
-
-from ace.channel import ChannelSession
-
-if TYPE_CHECKING:
-    from ace.channel.django_email import DjangoEmailChannel
-    from ace.message import Message
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NamedTuple
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "Envelope",
-    "PipelinedEmailSession",
     "PipelinedSMTPTransport",
     "SMTPReplyLost",
-    "django_smtp_connector",
-    "pipelined_session_for",
     "smtp_data",
 ]
 
@@ -79,7 +74,7 @@ class SMTPReplyLost(smtplib.SMTPServerDisconnected):
 class Envelope(NamedTuple):
     """One message for the wire: envelope sender, envelope recipients, and the message bytes
     (RFC 5322, not dot-stuffed). ``crlf=True`` promises that every line already ends with CRLF
-    (as :mod:`ace.channel.mime_fast` writes them), which skips the line-ending check."""
+    (as :mod:`ace.channel.mime` writes them), which skips the line-ending check."""
 
     sender: str
     recipients: list[str]
@@ -164,29 +159,15 @@ class _Slot:
         )
 
 
-def django_smtp_connector(**backend_kwargs: Any) -> Callable[[], Any]:
-    """A connector opening Django's SMTP ``EmailBackend`` (settings or ``backend_kwargs``);
-    the transport uses the backend's ``smtplib.SMTP`` connection and closes it with the
-    backend."""
-
-    def connect() -> Any:
-        from django.core.mail.backends.smtp import EmailBackend
-
-        backend = EmailBackend(fail_silently=False, **backend_kwargs)
-        backend.open()
-        return backend
-
-    return connect
-
-
 class PipelinedSMTPTransport:
     """
     Send messages over up to ``connections`` SMTP connections, pipelined when the server
     allows it. Connections stay open across :meth:`send_many` calls until :meth:`close`.
 
     Args:
-        connect: Returns an opened Django SMTP ``EmailBackend`` (see :func:`django_smtp_connector`);
-            any object with a ``connection`` attribute (an ``smtplib.SMTP``) and ``close()``.
+        connect: Opens one connection: returns any object with a ``connection`` attribute (an
+            open ``smtplib.SMTP``) and ``close()``, e.g. an opened Django SMTP ``EmailBackend``
+            (:func:`ace.channel.django_email.django_smtp_connector`).
         connections: How many connections to keep (at least 1).
         pipelining: Use PIPELINING when the server offers it (turn off to compare).
     """
@@ -473,90 +454,3 @@ class PipelinedSMTPTransport:
             slot.steps = deque(step for step in slot.steps if step[0] is not item)
         if item.mail_ok:
             slot.steps.appendleft((None, "rset", "", _RSET))
-
-
-# The django_email channel's session -----------------------------------------------------------
-
-#: Setting: use the pipelined transport for the batch path when ``EMAIL_BACKEND`` is Django's
-#: SMTP backend (default True; False keeps one plain ``smtplib`` connection per session).
-FAST_SMTP_SETTING = "ACE_CHANNEL_DJANGO_EMAIL_FAST_SMTP"
-#: Setting: SMTP connections per session (per worker process), default 4.
-CONNECTIONS_SETTING = "ACE_CHANNEL_DJANGO_EMAIL_SMTP_CONNECTIONS"
-DEFAULT_CONNECTIONS = 4
-_DJANGO_SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-
-
-def pipelined_session_for(channel: DjangoEmailChannel) -> PipelinedEmailSession | None:
-    """The pipelined session for ``channel`` if the settings allow it: ``EMAIL_BACKEND`` is
-    exactly Django's SMTP backend (a subclass may change how mail is sent, so it keeps the
-    plain session) and ``ACE_CHANNEL_DJANGO_EMAIL_FAST_SMTP`` is not false."""
-    from django.conf import settings
-    from django.core.mail.backends.smtp import EmailBackend
-    from django.utils.module_loading import import_string
-
-    if not getattr(settings, FAST_SMTP_SETTING, True):
-        return None
-    backend = settings.EMAIL_BACKEND
-    if backend != _DJANGO_SMTP_BACKEND and import_string(backend) is not EmailBackend:
-        return None
-    connections = int(getattr(settings, CONNECTIONS_SETTING, DEFAULT_CONNECTIONS))
-    return PipelinedEmailSession(channel, connections=connections)
-
-
-class PipelinedEmailSession(ChannelSession):
-    """
-    The django_email channel's batch session over :class:`PipelinedSMTPTransport`.
-
-    Each message is built exactly as the channel builds it (:meth:`DjangoEmailChannel.build_email`),
-    serialized by :func:`ace.channel.mime_fast.message_bytes`, and its SMTP result is mapped by
-    the channel's own :func:`~ace.channel.django_email.smtp_error_to_channel_error`: 4xx,
-    disconnections and timeouts are recoverable (with ``next_attempt_time``), 5xx and refused
-    recipients are fatal with the server's reply, and a connection lost after a message's
-    content was written (:class:`SMTPReplyLost`) is unknown, never retried.
-    """
-
-    channel: DjangoEmailChannel
-
-    def __init__(self, channel: DjangoEmailChannel, *, connections: int = DEFAULT_CONNECTIONS):
-        super().__init__(channel)
-        self.transport = PipelinedSMTPTransport(django_smtp_connector(), connections=connections)
-
-    def deliver_many(self, items: Sequence[tuple[Message, Any]]) -> list[Exception | None]:
-        """Send every item; one result per item (None or a ChannelError), in order."""
-        results = self.transport.send_many(self._envelopes(items))
-        return [self._channel_error(result) for result in results]
-
-    def close(self) -> None:
-        """QUIT every connection."""
-        self.transport.close()
-
-    def _envelopes(self, items: Sequence[tuple[Message, Any]]) -> Iterator[Envelope | Exception]:
-        from ace.channel.django_email import NOT_SENT
-        from ace.channel.mime_fast import envelope, message_bytes
-        from ace.errors import ChannelError, FatalChannelDeliveryError
-
-        for message, rendered in items:
-            try:
-                email = self.channel.build_email(message, rendered)
-                sender, recipients = envelope(email)
-                if not recipients:
-                    yield FatalChannelDeliveryError(NOT_SENT)
-                    continue
-                # Both message_bytes paths (direct, and Django's as_bytes) write CRLF.
-                yield Envelope(sender, recipients, message_bytes(email), crlf=True)
-            except (ChannelError, ValueError) as error:  # ValueError: bad header or address
-                yield error
-
-    @staticmethod
-    def _channel_error(result: BaseException | None) -> Exception | None:
-        from ace.channel.django_email import smtp_error_to_channel_error
-        from ace.errors import ChannelError
-
-        if result is None or isinstance(result, ChannelError):
-            return result
-        error = smtp_error_to_channel_error(result)
-        if error is None:  # not an email error: a bug, raised as the plain session would
-            raise result
-        if error is not result:
-            error.__cause__ = result
-        return error
