@@ -38,7 +38,7 @@ from ace.channel import (
 )
 from ace.errors import ChannelError, TemplateNotFoundError
 from ace.message import Message
-from ace.outcome import DeliveryOutcome, OutcomeStatus
+from ace.outcome import DeliveryOutcome, OutcomeStatus, expiry_reason, would_expire
 from ace.utils.date import get_current_time
 from ace.utils.signals import send_ace_message_failed_signal, send_ace_message_sent_signal
 
@@ -143,13 +143,13 @@ class BatchSender:
         if not channel_types:
             return []
         results: list[PreparedDelivery | DeliveryOutcome] = []
-        if message.expiration_time is not None and message.expiration_time <= now:
+        if would_expire(message.expiration_time, now):
             for channel_type in channel_types:
                 outcome = DeliveryOutcome(
                     message=message,
                     channel_type=channel_type,
                     status=OutcomeStatus.EXPIRED,
-                    reason=f"Expired at {message.expiration_time.isoformat()}",
+                    reason=expiry_reason(expired_at=message.expiration_time),
                 )
                 _signal_failure(None, outcome)
                 results.append(outcome)
@@ -274,13 +274,11 @@ class BatchSender:
                 channel_name=item.channel_name,
             )
         outcome = DeliveryOutcome.from_error(message, item.channel_type, error, item.channel_name)
-        if outcome.status is OutcomeStatus.RETRY:
-            expires = message.expiration_time
-            if expires is not None and (
-                outcome.next_attempt_time is None or outcome.next_attempt_time >= expires
-            ):
-                outcome.status = OutcomeStatus.EXPIRED
-                outcome.reason = f"Would expire before the retry: {outcome.reason}"
+        if outcome.status is OutcomeStatus.RETRY and would_expire(
+            message.expiration_time, outcome.next_attempt_time
+        ):
+            outcome.status = OutcomeStatus.EXPIRED
+            outcome.reason = expiry_reason(outcome.reason, at=outcome.next_attempt_time)
         message.report(f"{item.channel_type}_error", outcome.reason)
         _signal_failure(item.channel, outcome)
         return outcome

@@ -3,6 +3,10 @@
 
 :func:`ace.ace.send` and :class:`ace.batch.BatchSender` return a list of
 :class:`DeliveryOutcome`; the reference's ``send`` returned nothing.
+
+:func:`would_expire` and :func:`expiry_reason` are the one rule and the one wording for a
+pending delivery's expiry (expired already, or would expire before its next attempt), used by
+:class:`DeliveryOutcome`, :class:`ace.batch.BatchSender` and callers that retry later.
 """
 
 from __future__ import annotations
@@ -24,6 +28,37 @@ from ace.errors import (
 if TYPE_CHECKING:
     from ace.channel import ChannelType
     from ace.message import Message
+
+
+def would_expire(expiration_time: datetime | None, at: datetime | None) -> bool:
+    """True if a message that expires at ``expiration_time`` cannot be sent at ``at``
+    (``at`` None means "no time known": expires if there is an expiration time).
+
+    A message may be sent strictly before its expiration time: at that very time it is
+    expired. Without an expiration time it never expires.
+    """
+    if expiration_time is None:
+        return False
+    return at is None or at >= expiration_time
+
+
+def expiry_reason(
+    reason: str = "", *, at: datetime | None = None, expired_at: datetime | None = None
+) -> str:
+    """One wording for every expiry.
+
+    ``"Expired at <expired_at>"`` when ``expired_at`` is given and no retry is involved
+    (``at`` is None); else ``"Would expire before the next attempt (<at>)"``, the time left
+    out when ``at`` is None. ``reason`` (why there is a next attempt: the error, the policy's
+    deferral) follows after ``": "`` when not empty.
+    """
+    if expired_at is not None and at is None:
+        text = f"Expired at {expired_at.isoformat()}"
+    elif at is not None:
+        text = f"Would expire before the next attempt ({at.isoformat()})"
+    else:
+        text = "Would expire before the next attempt"
+    return f"{text}: {reason}" if reason else text
 
 
 class OutcomeStatus(enum.StrEnum):
@@ -67,13 +102,12 @@ class DeliveryOutcome:
     ) -> DeliveryOutcome:
         """A policy postponed the message until ``until``: RETRY then (``deferred``, nothing
         was attempted), or EXPIRED when the message expires before that time."""
-        expires = message.expiration_time
-        if expires is not None and until >= expires:
+        if would_expire(message.expiration_time, until):
             return cls(
                 message=message,
                 channel_type=channel_type,
                 status=OutcomeStatus.EXPIRED,
-                reason=f"Would expire before it may be sent ({until.isoformat()}): {reason}",
+                reason=expiry_reason(reason, at=until),
             )
         return cls(
             message=message,

@@ -13,7 +13,7 @@ from ace.batch import SENDER_CLOSED, BatchSender, PreparedDelivery
 from ace.channel import ChannelType
 from ace.channel.django_email import DjangoEmailChannel
 from ace.errors import FatalChannelDeliveryError
-from ace.outcome import OutcomeStatus
+from ace.outcome import OutcomeStatus, expiry_reason
 from ace.policy import PolicyResult
 from ace.recipient import Recipient
 from ace.renderers import AbstractRenderer, RenderedEmail
@@ -175,6 +175,7 @@ def test_policy_denial_expiry_and_missing_template_are_decided_up_front(stub_ema
     assert by_message[id(denied)].status is OutcomeStatus.DENIED
     assert by_message[id(denied)].reason == "DenyFor: denied"
     assert by_message[id(expired)].status is OutcomeStatus.EXPIRED
+    assert by_message[id(expired)].reason == expiry_reason(expired_at=expired.expiration_time)
     assert by_message[id(missing)].status is OutcomeStatus.FAILED
     assert "testapp/edx_ace/nosuchmessage/email/" in by_message[id(missing)].reason
     assert by_message[id(missing_again)].status is OutcomeStatus.FAILED
@@ -240,12 +241,14 @@ def test_recoverable_errors_come_back_as_retry_without_sleeping(smtp_backend, no
 
 
 def test_retry_after_the_expiration_is_reported_expired(stub_email):
-    stub_email.errors = [recoverable(3600)]
+    error = recoverable(3600)
+    stub_email.errors = [error]
     message = make_message(expiration_time=get_current_time() + timedelta(seconds=60))
     with BatchSender() as sender:
         (outcome,) = sender.send([message])
     assert outcome.status is OutcomeStatus.EXPIRED
     assert "try later" in outcome.reason
+    assert outcome.reason == expiry_reason("try later", at=error.next_attempt_time)
 
 
 def test_a_policy_deferral_is_decided_up_front_as_a_retry_at_its_time(

@@ -14,7 +14,7 @@ from ace.errors import (
     RecipientAddressMissingError,
     TemplateNotFoundError,
 )
-from ace.outcome import DeliveryOutcome, OutcomeStatus
+from ace.outcome import DeliveryOutcome, OutcomeStatus, expiry_reason, would_expire
 
 
 def test_statuses():
@@ -93,3 +93,37 @@ def test_a_deferral_is_a_retry_at_the_policy_time_unless_the_message_expires_fir
     assert expired.status is OutcomeStatus.EXPIRED
     assert expired.next_attempt_time is None and not expired.deferred
     assert "quiet" in expired.reason
+
+
+def test_would_expire():
+    expires = datetime(2030, 1, 1, 12, tzinfo=UTC)
+    assert not would_expire(expires, expires - timedelta(microseconds=1))
+    assert would_expire(expires, expires)  # at its expiration time it may no longer be sent
+    assert would_expire(expires, expires + timedelta(hours=1))
+    assert would_expire(expires, None)  # no time known: it cannot be counted on
+    assert not would_expire(None, expires)  # never expires
+    assert not would_expire(None, None)
+
+
+def test_expiry_reason_has_one_wording():
+    at = datetime(2030, 1, 1, 7, tzinfo=UTC)
+    expired_at = datetime(2030, 1, 1, 6, tzinfo=UTC)
+    assert expiry_reason(expired_at=expired_at) == "Expired at 2030-01-01T06:00:00+00:00"
+    assert expiry_reason("policy", expired_at=expired_at) == (
+        "Expired at 2030-01-01T06:00:00+00:00: policy"
+    )
+    assert expiry_reason("quiet", at=at) == (
+        "Would expire before the next attempt (2030-01-01T07:00:00+00:00): quiet"
+    )
+    # A next attempt is involved: that is the wording, whatever the expiration time.
+    assert expiry_reason("quiet", at=at, expired_at=expired_at) == expiry_reason("quiet", at=at)
+    assert expiry_reason("451 greylisted") == "Would expire before the next attempt: 451 greylisted"
+    assert expiry_reason() == "Would expire before the next attempt"
+
+
+def test_a_deferral_past_the_expiration_uses_the_expiry_wording():
+    until = datetime.now(UTC) + timedelta(hours=3)
+    expiring = make_message(expiration_time=until)  # expires exactly when it could be sent
+    expired = DeliveryOutcome.for_deferral(expiring, ChannelType.EMAIL, until, "quiet")
+    assert expired.status is OutcomeStatus.EXPIRED
+    assert expired.reason == expiry_reason("quiet", at=until)
