@@ -59,19 +59,24 @@ def channel_types_to_try(
 
 
 def route(
-    msg: Message, channel_types: Iterable[ChannelType], decision: policy.PolicyDecision
+    msg: Message,
+    channel_types: Iterable[ChannelType],
+    decision: policy.PolicyDecision,
+    *,
+    tag: object = None,
 ) -> Iterator[tuple[ChannelType, Channel | DeliveryOutcome]]:
     """
     Where each channel type goes after the policies: the channel that delivers ``msg``, or
     the outcome the policies already decided (RETRY at the policy's time, or EXPIRED, when
-    postponed; DENIED when refused). Channel types no channel supports for ``msg`` are left
-    out. :func:`send` and :meth:`ace.batch.BatchSender.prepare` both choose through here.
+    postponed; DENIED when refused), carrying ``tag``. Channel types no channel supports for
+    ``msg`` are left out. :func:`send` and :meth:`ace.batch.BatchSender.prepare` both choose
+    through here.
     """
     for channel_type in channel_types:
         deferral = decision.deferrals.get(channel_type)
         if deferral is not None:
             outcome = DeliveryOutcome.for_deferral(
-                msg, channel_type, deferral.until, deferral.reason
+                msg, channel_type, deferral.until, deferral.reason, tag=tag
             )
             if outcome.status is OutcomeStatus.EXPIRED:
                 send_ace_message_failed_signal(None, msg, outcome)
@@ -84,6 +89,7 @@ def route(
                     channel_type=channel_type,
                     status=OutcomeStatus.DENIED,
                     reason=decision.denials.get(channel_type, "denied by policy"),
+                    tag=tag,
                 ),
             )
         else:

@@ -11,11 +11,14 @@
   connection for the whole batch). A recoverable error comes back as a RETRY outcome with its
   ``next_attempt_time``; nothing sleeps.
 
+Each message may carry an opaque tag (``tags=``, parallel to the messages): every prepared
+item and every outcome of that message carries it, so callers match results back by tag.
+
 Example::
 
     with BatchSender() as sender:
-        outcomes = sender.send(messages)
-    retry = [o for o in outcomes if o.status is OutcomeStatus.RETRY]
+        outcomes = sender.send(messages, tags=[row.pk for row in rows])
+    retry = [o.tag for o in outcomes if o.status is OutcomeStatus.RETRY]
 """
 
 from __future__ import annotations
@@ -45,17 +48,20 @@ from ace.utils.signals import send_ace_message_failed_signal, send_ace_message_s
 log = logging.getLogger(__name__)
 
 SENDER_CLOSED = "This BatchSender is closed"
+TAGS_MISMATCH = "tags must have one entry per message ({tags} tags for {messages} messages)"
 
 
 @attrs.define
 class PreparedDelivery:
-    """A message rendered for one channel, ready for the network."""
+    """A message rendered for one channel, ready for the network; ``tag`` is the message's
+    tag (see :meth:`BatchSender.prepare`), passed on to its outcome."""
 
     message: Message
     channel_type: ChannelType
     channel_name: str
     channel: Channel
     rendered: object
+    tag: object = None
 
 
 class BatchSender:
@@ -95,10 +101,18 @@ class BatchSender:
     # Preparation -------------------------------------------------------------------------
 
     def prepare(
-        self, messages: Iterable[Message]
+        self, messages: Iterable[Message], *, tags: Sequence[object] | None = None
     ) -> tuple[list[PreparedDelivery], list[DeliveryOutcome]]:
         """
         Expiry check, policies, channel choice and rendering for each message.
+
+        Args:
+            messages: The messages to prepare.
+            tags: Opaque values parallel to ``messages`` (default: ``None`` for each); every
+                prepared item and every outcome of a message carries its tag.
+
+        Raises:
+            ValueError: If ``tags`` does not have one entry per message.
 
         Returns:
             The deliveries ready for the network, and the outcomes already decided (DENIED
@@ -108,21 +122,27 @@ class BatchSender:
         """
         if self._closed:
             raise RuntimeError(SENDER_CLOSED)
+        messages = list(messages)
+        if tags is None:
+            tags = [None] * len(messages)
+        elif len(tags) != len(messages):
+            raise ValueError(TAGS_MISMATCH.format(tags=len(tags), messages=len(messages)))
         channel_map = channels()
         channel_types = channel_types_to_try(self.limit_to_channels, channel_map)
         now = get_current_time()
         default_language = translation.get_language()
-        groups: dict[str | None, list[tuple[int, Message]]] = {}
-        for index, message in enumerate(messages):
-            groups.setdefault(message.language or default_language, []).append((index, message))
+        groups: dict[str | None, list[tuple[int, Message, object]]] = {}
+        for index, (message, tag) in enumerate(zip(messages, tags, strict=True)):
+            language = message.language or default_language
+            groups.setdefault(language, []).append((index, message, tag))
 
         prepared: list[tuple[int, PreparedDelivery]] = []
         decided: list[tuple[int, DeliveryOutcome]] = []
         for language, group in groups.items():
             with translation.override(language):
-                for index, message in group:
+                for index, message, tag in group:
                     for item in self._prepare_one(
-                        message, channel_types, channel_map, now, language
+                        message, tag, channel_types, channel_map, now, language
                     ):
                         if isinstance(item, PreparedDelivery):
                             prepared.append((index, item))
@@ -135,6 +155,7 @@ class BatchSender:
     def _prepare_one(
         self,
         message: Message,
+        tag: object,
         channel_types: list[ChannelType],
         channel_map: ChannelMap,
         now: Any,
@@ -150,13 +171,14 @@ class BatchSender:
                     channel_type=channel_type,
                     status=OutcomeStatus.EXPIRED,
                     reason=expiry_reason(expired_at=message.expiration_time),
+                    tag=tag,
                 )
                 _signal_failure(None, outcome)
                 results.append(outcome)
             return results
 
         decision = policy.decide(message)
-        for channel_type, target in route(message, channel_types, decision):
+        for channel_type, target in route(message, channel_types, decision, tag=tag):
             if isinstance(target, DeliveryOutcome):
                 results.append(target)
                 continue
@@ -167,7 +189,9 @@ class BatchSender:
                 templates = self._templates_for(renderer, channel, channel_name, message, language)
                 rendered = renderer.render_templates(templates, channel, message)
             except ChannelError as error:
-                outcome = DeliveryOutcome.from_error(message, channel_type, error, channel_name)
+                outcome = DeliveryOutcome.from_error(
+                    message, channel_type, error, channel_name, tag=tag
+                )
             except Exception as error:  # one bad context must not sink the whole batch
                 log.exception("Rendering %s for %s failed", message.log_id, channel_name)
                 outcome = DeliveryOutcome(
@@ -177,6 +201,7 @@ class BatchSender:
                     channel_name=channel_name,
                     reason=f"Rendering failed: {error}",
                     exception_type=type(error).__name__,
+                    tag=tag,
                 )
             else:
                 results.append(
@@ -186,6 +211,7 @@ class BatchSender:
                         channel_name=channel_name,
                         channel=channel,
                         rendered=rendered,
+                        tag=tag,
                     )
                 )
                 continue
@@ -222,7 +248,8 @@ class BatchSender:
         Items are grouped by channel and handed to that channel's open session. Recoverable
         errors come back as RETRY with ``next_attempt_time`` (EXPIRED if that is past the
         message's expiration); a lost connection after the message went out comes back as
-        UNKNOWN (never retried). Sends ``ACE_MESSAGE_SENT`` / ``ACE_MESSAGE_FAILED``.
+        UNKNOWN (never retried). Each outcome carries its item's ``tag``. Sends
+        ``ACE_MESSAGE_SENT`` / ``ACE_MESSAGE_FAILED``.
         """
         if self._closed:
             raise RuntimeError(SENDER_CLOSED)
@@ -244,10 +271,13 @@ class BatchSender:
                 outcomes[index] = self._outcome(prepared[index], error)
         return [outcome for outcome in outcomes if outcome is not None]
 
-    def send(self, messages: Iterable[Message]) -> list[DeliveryOutcome]:
-        """Prepare and deliver; the outcomes follow the order of ``messages``."""
+    def send(
+        self, messages: Iterable[Message], *, tags: Sequence[object] | None = None
+    ) -> list[DeliveryOutcome]:
+        """Prepare and deliver; the outcomes follow the order of ``messages`` and carry the
+        message's tag (``tags`` as for :meth:`prepare`)."""
         messages = list(messages)
-        prepared, decided = self.prepare(messages)
+        prepared, decided = self.prepare(messages, tags=tags)
         delivered = self.deliver(prepared)
         position = {id(message): index for index, message in enumerate(messages)}
         both = decided + delivered
@@ -272,8 +302,11 @@ class BatchSender:
                 channel_type=item.channel_type,
                 status=OutcomeStatus.SENT,
                 channel_name=item.channel_name,
+                tag=item.tag,
             )
-        outcome = DeliveryOutcome.from_error(message, item.channel_type, error, item.channel_name)
+        outcome = DeliveryOutcome.from_error(
+            message, item.channel_type, error, item.channel_name, tag=item.tag
+        )
         if outcome.status is OutcomeStatus.RETRY and would_expire(
             message.expiration_time, outcome.next_attempt_time
         ):

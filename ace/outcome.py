@@ -80,6 +80,9 @@ class DeliveryOutcome:
     ``deferred`` is true for a RETRY that a policy asked for (``PolicyResult.defer_until``):
     nothing was attempted, so a caller counting attempts or backing off must not count it,
     and ``next_attempt_time`` is the policy's own time.
+
+    ``tag`` is the caller's opaque value for the message (``BatchSender.prepare(..., tags=)``),
+    carried unchanged so results can be matched back without a key in the message's options.
     """
 
     message: Message
@@ -90,6 +93,7 @@ class DeliveryOutcome:
     exception_type: str = ""
     next_attempt_time: datetime | None = None
     deferred: bool = False
+    tag: object = None
 
     @property
     def ok(self) -> bool:
@@ -98,7 +102,13 @@ class DeliveryOutcome:
 
     @classmethod
     def for_deferral(
-        cls, message: Message, channel_type: ChannelType, until: datetime, reason: str
+        cls,
+        message: Message,
+        channel_type: ChannelType,
+        until: datetime,
+        reason: str,
+        *,
+        tag: object = None,
     ) -> DeliveryOutcome:
         """A policy postponed the message until ``until``: RETRY then (``deferred``, nothing
         was attempted), or EXPIRED when the message expires before that time."""
@@ -108,6 +118,7 @@ class DeliveryOutcome:
                 channel_type=channel_type,
                 status=OutcomeStatus.EXPIRED,
                 reason=expiry_reason(reason, at=until),
+                tag=tag,
             )
         return cls(
             message=message,
@@ -116,6 +127,7 @@ class DeliveryOutcome:
             reason=reason,
             next_attempt_time=until,
             deferred=True,
+            tag=tag,
         )
 
     @classmethod
@@ -125,6 +137,8 @@ class DeliveryOutcome:
         channel_type: ChannelType,
         error: Exception,
         channel_name: str | None = None,
+        *,
+        tag: object = None,
     ) -> DeliveryOutcome:
         """The outcome a channel error stands for (RETRY, UNKNOWN, NO_ADDRESS or FAILED)."""
         next_attempt_time = None
@@ -148,6 +162,7 @@ class DeliveryOutcome:
             reason=reason,
             exception_type=_exception_type(error),
             next_attempt_time=next_attempt_time,
+            tag=tag,
         )
 
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
+import attrs
 import pytest
 from ace_stubs import DeferPolicy, make_message, recoverable
 from django.utils import translation
 
-from ace.batch import SENDER_CLOSED, BatchSender, PreparedDelivery
+from ace.batch import SENDER_CLOSED, TAGS_MISMATCH, BatchSender, PreparedDelivery
 from ace.channel import ChannelType
 from ace.channel.django_email import DjangoEmailChannel
 from ace.errors import FatalChannelDeliveryError
 from ace.outcome import OutcomeStatus, expiry_reason
-from ace.policy import PolicyResult
+from ace.policy import Policy, PolicyResult
 from ace.recipient import Recipient
 from ace.renderers import AbstractRenderer, RenderedEmail
 from ace.signals import ACE_MESSAGE_FAILED, ACE_MESSAGE_SENT
@@ -340,3 +341,122 @@ def test_real_django_email_channel_is_used_from_settings(settings, no_policies):
     with BatchSender() as sender:
         prepared, _ = sender.prepare(people(1))
     assert isinstance(prepared[0].channel, DjangoEmailChannel)
+
+
+# Tags ----------------------------------------------------------------------------------------
+
+
+class EmailQuietPushDenied(Policy):
+    """Per message, by option: postpone email ("quiet"), deny push ("no_push")."""
+
+    def __init__(self, until):
+        self.until = until
+
+    def check(self, message):
+        if message.options.get("quiet"):
+            return PolicyResult(deny={ChannelType.EMAIL}, reason="quiet", defer_until=self.until)
+        if message.options.get("no_push"):
+            return PolicyResult(deny={ChannelType.PUSH}, reason="no push")
+        return PolicyResult()
+
+
+def test_prepared_items_carry_their_messages_tag_on_every_channel(stub_channels):
+    first, second = make_message(), make_message()
+    with BatchSender() as sender:
+        prepared, decided = sender.prepare([first, second], tags=["row-1", ("row", 2)])
+    assert decided == []
+    assert [(p.message, p.channel_type, p.tag) for p in prepared] == [
+        (first, ChannelType.EMAIL, "row-1"),
+        (first, ChannelType.PUSH, "row-1"),
+        (second, ChannelType.EMAIL, ("row", 2)),
+        (second, ChannelType.PUSH, ("row", 2)),
+    ]
+
+
+def test_outcomes_decided_in_prepare_carry_the_tag(stub_channels, request):
+    until = get_current_time() + timedelta(hours=9)
+    patch_policies(request, [EmailQuietPushDenied(until)])
+    expired = make_message(expiration_time=get_current_time() - timedelta(seconds=1))
+    quiet = make_message(options={"quiet": True})  # email deferred, push goes
+    quiet_expiring = make_message(  # email would expire before the deferral ends
+        options={"quiet": True}, expiration_time=get_current_time() + timedelta(hours=1)
+    )
+    denied = make_message(options={"no_push": True})  # push denied, email goes
+    missing = make_message(name="nosuchmessage")  # no template on either channel
+
+    class Boom:
+        def __str__(self):
+            raise ValueError("cannot render me")
+
+    broken = make_message(context={"name": Boom(), "items": []})
+    messages = [expired, quiet, quiet_expiring, denied, missing, broken]
+    tags = ["expired", "quiet", "quiet_expiring", "denied", "missing", "broken"]
+    with BatchSender() as sender:
+        prepared, decided = sender.prepare(messages, tags=tags)
+
+    tag_of = dict(zip(map(id, messages), tags, strict=True))
+    assert [(tag_of[id(o.message)], o.channel_type, o.status) for o in decided] == [
+        ("expired", ChannelType.EMAIL, OutcomeStatus.EXPIRED),
+        ("expired", ChannelType.PUSH, OutcomeStatus.EXPIRED),
+        ("quiet", ChannelType.EMAIL, OutcomeStatus.RETRY),
+        ("quiet_expiring", ChannelType.EMAIL, OutcomeStatus.EXPIRED),
+        ("denied", ChannelType.PUSH, OutcomeStatus.DENIED),
+        ("missing", ChannelType.EMAIL, OutcomeStatus.FAILED),
+        ("missing", ChannelType.PUSH, OutcomeStatus.FAILED),
+        ("broken", ChannelType.EMAIL, OutcomeStatus.FAILED),
+        ("broken", ChannelType.PUSH, OutcomeStatus.FAILED),
+    ]
+    assert [o.tag for o in decided] == [tag_of[id(o.message)] for o in decided]
+    assert [(p.tag, p.channel_type) for p in prepared] == [
+        ("quiet", ChannelType.PUSH),
+        ("quiet_expiring", ChannelType.PUSH),
+        ("denied", ChannelType.EMAIL),
+    ]
+
+
+def test_delivered_outcomes_carry_the_tag(stub_channels):
+    stub_channels["stub_email"].errors = [recoverable(60), FatalChannelDeliveryError("nope")]
+    messages = [make_message() for _ in range(3)]
+    with BatchSender() as sender:
+        outcomes = sender.send(messages, tags=[10, 20, 30])
+    # Two channel types: each message gives two outcomes, both with its tag.
+    assert [(o.tag, o.channel_type, o.status) for o in outcomes] == [
+        (10, ChannelType.EMAIL, OutcomeStatus.RETRY),
+        (10, ChannelType.PUSH, OutcomeStatus.SENT),
+        (20, ChannelType.EMAIL, OutcomeStatus.FAILED),
+        (20, ChannelType.PUSH, OutcomeStatus.SENT),
+        (30, ChannelType.EMAIL, OutcomeStatus.SENT),
+        (30, ChannelType.PUSH, OutcomeStatus.SENT),
+    ]
+    assert [o.message for o in outcomes] == [m for m in messages for _ in range(2)]
+
+
+def test_deliver_passes_each_items_tag_on(stub_channels):
+    message = make_message()
+    with BatchSender() as sender:
+        prepared, _ = sender.prepare([message], tags=["mine"])
+        delivered = sender.deliver(prepared)
+        untagged = sender.deliver([attrs.evolve(prepared[0], tag=None)])
+    assert [(o.channel_type, o.tag) for o in delivered] == [
+        (ChannelType.EMAIL, "mine"),
+        (ChannelType.PUSH, "mine"),
+    ]
+    assert [o.tag for o in untagged] == [None]
+
+
+def test_without_tags_the_tag_is_none(stub_channels):
+    with BatchSender() as sender:
+        prepared, _ = sender.prepare([make_message()])
+        outcomes = sender.send([make_message(expiration_time=get_current_time()), make_message()])
+    assert [p.tag for p in prepared] == [None, None]
+    assert [o.tag for o in outcomes] == [None] * 4
+
+
+def test_tags_must_be_parallel_to_the_messages(stub_email):
+    with BatchSender() as sender:
+        with pytest.raises(ValueError) as info:
+            sender.prepare([make_message(), make_message()], tags=["one"])
+        assert str(info.value) == TAGS_MISMATCH.format(tags=1, messages=2)
+        with pytest.raises(ValueError):
+            sender.send([make_message()], tags=[])
+    assert stub_email.delivered == []

@@ -37,6 +37,7 @@ def test_defaults_and_ok():
     assert (outcome.channel_name, outcome.reason, outcome.exception_type) == (None, "", "")
     assert outcome.next_attempt_time is None
     assert outcome.deferred is False
+    assert outcome.tag is None
     assert not DeliveryOutcome(make_message(), ChannelType.EMAIL, OutcomeStatus.DENIED).ok
 
 
@@ -127,3 +128,13 @@ def test_a_deferral_past_the_expiration_uses_the_expiry_wording():
     expired = DeliveryOutcome.for_deferral(expiring, ChannelType.EMAIL, until, "quiet")
     assert expired.status is OutcomeStatus.EXPIRED
     assert expired.reason == expiry_reason("quiet", at=until)
+
+
+def test_the_tag_is_carried_by_every_constructor():
+    message = make_message(expiration_time=datetime.now(UTC) + timedelta(hours=1))
+    soon, late = (datetime.now(UTC) + timedelta(minutes=m) for m in (1, 120))
+    assert DeliveryOutcome.for_deferral(message, ChannelType.EMAIL, soon, "q", tag=1).tag == 1
+    assert DeliveryOutcome.for_deferral(message, ChannelType.EMAIL, late, "q", tag=2).tag == 2
+    error = FatalChannelDeliveryError("no")
+    assert DeliveryOutcome.from_error(message, ChannelType.EMAIL, error, tag=3).tag == 3
+    assert DeliveryOutcome.from_error(message, ChannelType.EMAIL, error).tag is None
