@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import Count, QuerySet
@@ -15,9 +14,13 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from import_export.admin import ImportExportModelAdmin
 from import_export.formats.base_formats import CSV, XLSX
-from import_export.forms import ConfirmImportForm, ImportForm
 
-from campaigns import policies as campaign_policies
+from campaigns.forms import (
+    PolicyToggleForm,
+    RecipientListConfirmImportForm,
+    RecipientListImportForm,
+    RecipientSourceForm,
+)
 from campaigns.models import (
     OptOut,
     PolicyToggle,
@@ -25,18 +28,14 @@ from campaigns.models import (
     RecipientListEntry,
     RecipientSource,
 )
-from campaigns.resolvers import available_resolvers, resolver_choices
+from campaigns.resolvers import available_resolvers
 from campaigns.resources import RecipientListEntryResource
 from campaigns.services.optouts import optout_create
-from campaigns.services.policies import policy_parameters_clean, policy_toggle_set
-from campaigns.services.recipients import (
-    recipient_source_clean,
-    recipient_source_preview,
-)
+from campaigns.services.policies import policy_toggle_set
+from campaigns.services.recipients import recipient_source_preview
 
 PREVIEW_LIMIT = 20
 IMPORT_FAILED = "Nothing was imported: {count} row(s) had errors. Fix the file and upload it again."
-POLICY_FIELD_ERRORS = {"unknown_policy", "not_toggleable", "always_on", "toggles_disabled"}
 
 
 def _json_text(value: Any) -> str:
@@ -44,23 +43,6 @@ def _json_text(value: Any) -> str:
 
 
 # Recipient lists ----------------------------------------------------------------------------
-
-
-class RecipientListImportForm(ImportForm):
-    """The import form plus the list the rows go into."""
-
-    recipient_list = forms.ModelChoiceField(
-        queryset=RecipientList.objects.all(), help_text="The list the rows are added to."
-    )
-    field_order = ["recipient_list", "resource", "import_file", "format"]
-
-
-class RecipientListConfirmImportForm(ConfirmImportForm):
-    """The confirmation step carries the chosen list along."""
-
-    recipient_list = forms.ModelChoiceField(
-        queryset=RecipientList.objects.all(), widget=forms.HiddenInput()
-    )
 
 
 @admin.register(RecipientList)
@@ -167,47 +149,6 @@ class RecipientListEntryAdmin(ImportExportModelAdmin):
 # Recipient sources --------------------------------------------------------------------------
 
 
-def _resolvers_help() -> str:
-    rows = [
-        (name, cls.label or name, cls.parameters_help())
-        for name, cls in available_resolvers().items()
-    ]
-    return format_html(
-        "A JSON object, validated by the chosen resolver:<ul>{}</ul>",
-        format_html_join("", "<li><code>{}</code> ({}): {}</li>", rows),
-    )
-
-
-class RecipientSourceForm(forms.ModelForm):
-    """Resolver choices come from the installed plugins; parameters are validated by the
-    resolver's ``parameters_form`` and errors are shown on the parameters field."""
-
-    resolver = forms.ChoiceField(choices=resolver_choices)
-    parameters = forms.JSONField(
-        required=False, initial=dict, widget=forms.Textarea(attrs={"rows": 4, "cols": 80})
-    )
-
-    class Meta:
-        model = RecipientSource
-        fields = ("name", "resolver", "parameters")
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["parameters"].help_text = _resolvers_help()
-
-    def clean(self) -> dict:
-        data = super().clean()
-        resolver = data.get("resolver")
-        if resolver and "parameters" not in self.errors:
-            try:
-                data["parameters"] = recipient_source_clean(
-                    resolver=resolver, parameters=data.get("parameters") or {}
-                )
-            except ValidationError as exc:
-                self.add_error("parameters", exc)
-        return data
-
-
 @admin.register(RecipientSource)
 class RecipientSourceAdmin(admin.ModelAdmin):
     """Audiences; the change page shows how many recipients there are and the first ones."""
@@ -255,71 +196,6 @@ class RecipientSourceAdmin(admin.ModelAdmin):
 
 
 # Policy toggles -----------------------------------------------------------------------------
-
-
-def policy_choices() -> list[tuple[str, str]]:
-    """Installed ACE policy plugins that can be toggled, as ``(name, "name — label")``."""
-    choices = []
-    for name, cls in campaign_policies.installed_policy_classes().items():
-        if name == campaign_policies.PolicyToggleDenyPolicy.name:
-            continue
-        label = getattr(cls, "label", "") or getattr(cls, "__name__", name)
-        choices.append((name, f"{name} — {label}"))
-    return choices
-
-
-def _policies_help() -> str:
-    rows = []
-    for name, cls in campaign_policies.installed_policy_classes().items():
-        if name == campaign_policies.PolicyToggleDenyPolicy.name:
-            continue
-        describe = getattr(cls, "parameters_help", None)
-        default = getattr(cls, "enabled_by_default", False)
-        rows.append(
-            (
-                name,
-                "on" if default else "off",
-                describe() if callable(describe) else "no parameters",
-            )
-        )
-    return format_html(
-        "A JSON object, validated by the chosen policy (missing values take the default):"
-        "<ul>{}</ul>",
-        format_html_join("", "<li><code>{}</code> (default {}): {}</li>", rows),
-    )
-
-
-class PolicyToggleForm(forms.ModelForm):
-    """The policy is a choice of installed plugins; parameters are validated by the form the
-    policy declares."""
-
-    policy = forms.ChoiceField(choices=policy_choices)
-    parameters = forms.JSONField(
-        required=False, initial=dict, widget=forms.Textarea(attrs={"rows": 4, "cols": 80})
-    )
-
-    class Meta:
-        model = PolicyToggle
-        fields = ("policy", "message_type", "enabled", "parameters")
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["parameters"].help_text = _policies_help()
-
-    def clean(self) -> dict:
-        data = super().clean()
-        policy = data.get("policy")
-        if policy and "parameters" not in self.errors:
-            try:
-                data["parameters"] = policy_parameters_clean(
-                    policy=policy, parameters=data.get("parameters") or {}
-                )
-            except ValidationError as exc:
-                field = (
-                    "policy" if getattr(exc, "code", None) in POLICY_FIELD_ERRORS else "parameters"
-                )
-                self.add_error(field, exc)
-        return data
 
 
 @admin.register(PolicyToggle)

@@ -11,14 +11,28 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.forms.models import BaseInlineFormSet
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from import_export.forms import ConfirmImportForm, ImportForm
 
-from campaigns.models import Campaign, ChannelChoice, MessageTypeDefinition, TemplatePart
+from campaigns import policies as campaign_policies
+from campaigns.models import (
+    Campaign,
+    ChannelChoice,
+    MessageTypeDefinition,
+    PolicyToggle,
+    RecipientList,
+    RecipientSource,
+    TemplatePart,
+)
+from campaigns.resolvers import available_resolvers, resolver_choices
 from campaigns.services.campaigns import CONTENT_FIELDS, EDITABLE, campaign_validate_context
 from campaigns.services.message_types import (
     CHANNEL_FILES,
     template_parts_validate,
     template_source_validate,
 )
+from campaigns.services.policies import policy_parameters_clean
+from campaigns.services.recipients import recipient_source_clean
 
 ERROR_CONTEXT_OBJECT = 'Must be a JSON object, e.g. {"headline": "Spring courses"}.'
 ERROR_NOT_EDITABLE = (
@@ -27,6 +41,9 @@ ERROR_NOT_EDITABLE = (
 )
 ERROR_CHANNEL_TEMPLATES = "“%(type)s” has no %(channel)s templates (missing: %(files)s)."
 ERROR_LANGUAGE = "Unknown language %(value)r; choose one of the site's languages."
+#: ``ValidationError`` codes of policy_parameters_clean that are about the policy, not its
+#: parameters (shown on the policy field).
+POLICY_FIELD_ERRORS = {"unknown_policy", "not_toggleable", "always_on", "toggles_disabled"}
 
 
 def language_choices(blank_label: str) -> list[tuple[str, str]]:
@@ -327,3 +344,136 @@ class PreviewForm(forms.Form):
                 "No user with id or email %(query)r.", code="no_user", params={"query": query}
             )
         return user
+
+
+# ----------------------------------------------------------------------------------------------
+# Recipient lists and sources
+# ----------------------------------------------------------------------------------------------
+
+
+class RecipientListImportForm(ImportForm):
+    """The import form plus the list the rows go into."""
+
+    recipient_list = forms.ModelChoiceField(
+        queryset=RecipientList.objects.all(), help_text="The list the rows are added to."
+    )
+    field_order = ["recipient_list", "resource", "import_file", "format"]
+
+
+class RecipientListConfirmImportForm(ConfirmImportForm):
+    """The confirmation step carries the chosen list along."""
+
+    recipient_list = forms.ModelChoiceField(
+        queryset=RecipientList.objects.all(), widget=forms.HiddenInput()
+    )
+
+
+def _resolvers_help() -> str:
+    rows = [
+        (name, cls.label or name, cls.parameters_help())
+        for name, cls in available_resolvers().items()
+    ]
+    return format_html(
+        "A JSON object, validated by the chosen resolver:<ul>{}</ul>",
+        format_html_join("", "<li><code>{}</code> ({}): {}</li>", rows),
+    )
+
+
+class RecipientSourceForm(forms.ModelForm):
+    """Resolver choices come from the installed plugins; parameters are validated by the
+    resolver's ``parameters_form`` and errors are shown on the parameters field."""
+
+    resolver = forms.ChoiceField(choices=resolver_choices)
+    parameters = forms.JSONField(
+        required=False, initial=dict, widget=forms.Textarea(attrs={"rows": 4, "cols": 80})
+    )
+
+    class Meta:
+        model = RecipientSource
+        fields = ("name", "resolver", "parameters")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["parameters"].help_text = _resolvers_help()
+
+    def clean(self) -> dict:
+        data = super().clean()
+        resolver = data.get("resolver")
+        if resolver and "parameters" not in self.errors:
+            try:
+                data["parameters"] = recipient_source_clean(
+                    resolver=resolver, parameters=data.get("parameters") or {}
+                )
+            except ValidationError as exc:
+                self.add_error("parameters", exc)
+        return data
+
+
+# ----------------------------------------------------------------------------------------------
+# Policy toggles
+# ----------------------------------------------------------------------------------------------
+
+
+def policy_choices() -> list[tuple[str, str]]:
+    """Installed ACE policy plugins that can be toggled, as ``(name, "name — label")``."""
+    choices = []
+    for name, cls in campaign_policies.installed_policy_classes().items():
+        if name == campaign_policies.PolicyToggleDenyPolicy.name:
+            continue
+        label = getattr(cls, "label", "") or getattr(cls, "__name__", name)
+        choices.append((name, f"{name} — {label}"))
+    return choices
+
+
+def _policies_help() -> str:
+    rows = []
+    for name, cls in campaign_policies.installed_policy_classes().items():
+        if name == campaign_policies.PolicyToggleDenyPolicy.name:
+            continue
+        describe = getattr(cls, "parameters_help", None)
+        default = getattr(cls, "enabled_by_default", False)
+        rows.append(
+            (
+                name,
+                "on" if default else "off",
+                describe() if callable(describe) else "no parameters",
+            )
+        )
+    return format_html(
+        "A JSON object, validated by the chosen policy (missing values take the default):"
+        "<ul>{}</ul>",
+        format_html_join("", "<li><code>{}</code> (default {}): {}</li>", rows),
+    )
+
+
+class PolicyToggleForm(forms.ModelForm):
+    """The policy is a choice of installed plugins; parameters are validated by the form the
+    policy declares."""
+
+    policy = forms.ChoiceField(choices=policy_choices)
+    parameters = forms.JSONField(
+        required=False, initial=dict, widget=forms.Textarea(attrs={"rows": 4, "cols": 80})
+    )
+
+    class Meta:
+        model = PolicyToggle
+        fields = ("policy", "message_type", "enabled", "parameters")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["parameters"].help_text = _policies_help()
+
+    def clean(self) -> dict:
+        data = super().clean()
+        policy = data.get("policy")
+        if policy and "parameters" not in self.errors:
+            try:
+                data["parameters"] = policy_parameters_clean(
+                    policy=policy, parameters=data.get("parameters") or {}
+                )
+            except ValidationError as exc:
+                field = (
+                    "policy" if getattr(exc, "code", None) in POLICY_FIELD_ERRORS else "parameters"
+                )
+                self.add_error(field, exc)
+        return data
