@@ -7,23 +7,13 @@ services.
 
 from __future__ import annotations
 
-import csv
-import datetime as dt
-import io
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q
-from django.http import (
-    FileResponse,
-    HttpRequest,
-    HttpResponse,
-    HttpResponseRedirect,
-    StreamingHttpResponse,
-)
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -34,6 +24,7 @@ from import_export.formats.base_formats import CSV, XLSX
 
 from campaigns import (
     admin_audience,  # noqa: F401 - registers the audience admins
+    exports,
     selectors,
 )
 from campaigns.admin_dispatch import DispatchActionsMixin
@@ -722,91 +713,19 @@ class DeliveryAdmin(ExportMixin, admin.ModelAdmin):
         return (obj.reason[:80] + "…") if len(obj.reason) > 80 else obj.reason
 
     def _do_file_export(self, file_format, request, queryset, export_form=None):
-        """CSV is streamed row by row (constant memory, first bytes at once); XLSX is written
-        row by row by openpyxl's write-only mode to a temporary file (not tablib in memory)."""
+        """CSV and XLSX go through :mod:`campaigns.exports` (streamed, constant memory) instead
+        of tablib, which builds the whole file in memory."""
         if not isinstance(file_format, (CSV, XLSX)):
             return super()._do_file_export(file_format, request, queryset, export_form)
         if not self.has_export_permission(request):
             raise PermissionDenied
-        resource = DeliveryResource(**self.get_export_resource_kwargs(request))
-        fields = self.get_export_resource_fields_from_form(export_form)
-        filename = self.get_export_filename(request, queryset, file_format)
-        if isinstance(file_format, XLSX):
-            return FileResponse(
-                _xlsx_file(resource, queryset, fields),
-                as_attachment=True,
-                filename=filename,
-                content_type=file_format.get_content_type(),
-            )
-        response = StreamingHttpResponse(
-            _csv_stream(resource, queryset, fields), content_type="text/csv; charset=utf-8"
+        return exports.export_response(
+            resource=DeliveryResource(**self.get_export_resource_kwargs(request)),
+            queryset=queryset,
+            fields=self.get_export_resource_fields_from_form(export_form),
+            file_format=file_format,
+            filename=self.get_export_filename(request, queryset, file_format),
         )
-        response["Content-Disposition"] = f'attachment; filename="{filename}"'
-        return response
-
-
-def _csv_safe(value: Any) -> Any:
-    """Neutralise spreadsheet formulas in text cells (CSV injection; OWASP's advice)."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
-def _csv_stream(resource: DeliveryResource, queryset, fields):
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-
-    def flush() -> str:
-        value = buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-        return value
-
-    writer.writerow(resource.get_export_headers(selected_fields=fields))
-    yield flush()
-    for count, obj in enumerate(resource.iter_queryset(queryset), start=1):
-        writer.writerow(
-            [_csv_safe(value) for value in resource.export_resource(obj, selected_fields=fields)]
-        )
-        if count % 500 == 0:
-            yield flush()
-    yield flush()
-
-
-def _xlsx_file(resource: DeliveryResource, queryset, fields):
-    """The export as an .xlsx in a temporary file (deleted when the response is closed).
-
-    XlsxWriter's constant-memory mode flushes each row to disk; strings are never turned into
-    formulas or links (an address like "=cmd|..." stays text).
-    """
-    import xlsxwriter
-
-    handle = tempfile.TemporaryFile()  # noqa: SIM115 - FileResponse closes (and so deletes) it
-    workbook = xlsxwriter.Workbook(
-        handle,
-        {
-            "constant_memory": True,
-            "strings_to_formulas": False,
-            "strings_to_urls": False,
-            "strings_to_numbers": False,
-            "remove_timezone": True,
-        },
-    )
-    sheet = workbook.add_worksheet("deliveries")
-    when = workbook.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
-    sheet.write_row(0, 0, resource.get_export_headers(selected_fields=fields))
-    for row_index, obj in enumerate(resource.iter_queryset(queryset), start=1):
-        row = resource.export_resource(obj, selected_fields=fields, force_native_type=True)
-        for col, value in enumerate(row):
-            if value is None:
-                continue
-            if isinstance(value, dt.datetime):
-                sheet.write_datetime(row_index, col, value, when)
-            else:
-                sheet.write(row_index, col, value)
-    workbook.close()
-    handle.seek(0)
-    return handle
 
 
 admin.site.site_header = _("Campaigns")
