@@ -10,7 +10,10 @@ class CampaignsConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
-        from campaigns import template_loader
+        from campaigns import (
+            tasks,  # noqa: F401  (registers the tasks services enqueue by name)
+            template_loader,
+        )
         from campaigns.services import message_types
 
         # Operator edits reach the database template loader's cache (see template_loader).

@@ -6,6 +6,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from campaigns.querysets import CampaignRunQuerySet, DeliveryQuerySet
+
 
 class ChannelChoice(models.TextChoices):
     """ACE channel types a campaign can target (values of ``ace.ChannelType``)."""
@@ -346,6 +348,8 @@ class CampaignRun(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    objects = CampaignRunQuerySet.as_manager()
+
     class Meta:
         ordering = ["-due_at"]
         constraints = [
@@ -396,6 +400,8 @@ class Delivery(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+
+    objects = DeliveryQuerySet.as_manager()
 
     class Meta:
         ordering = ["-id"]

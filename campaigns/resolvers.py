@@ -190,34 +190,14 @@ class CampaignRecipientResolver(RecipientResolver):
         (``campaigns.tasks``) instead; this one sends synchronously, message by message.
         """
         from ace import ace as ace_api
+        from campaigns.messages import CampaignMessageBuilder
 
+        builder = CampaignMessageBuilder(msg_type, language=language)
         sent = 0
         for recipient in self.iter_recipients(chunk_size=chunk_size):
-            ace_api.send(personalize(msg_type, recipient, language=language), **kwargs)
+            ace_api.send(builder.build(recipient), **kwargs)
             sent += 1
         return sent
-
-
-def personalize(
-    msg_type,
-    recipient: ResolvedRecipient,
-    *,
-    language: str | None = None,
-    options: dict | None = None,
-):
-    """``msg_type.personalize`` for one recipient with a fresh context dict, plus the
-    ``message.options`` keys the campaign policies read (``recipient_key``,
-    ``recipient_time_zone``) and any extra ``options``."""
-    message = msg_type.personalize(
-        recipient.ace_recipient(), recipient.language or language, {**recipient.context}
-    )
-    message.options = {
-        **message.options,
-        **(options or {}),
-        "recipient_key": recipient.key,
-        "recipient_time_zone": recipient.time_zone,
-    }
-    return message
 
 
 class QuerySetResolver(CampaignRecipientResolver):

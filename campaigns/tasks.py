@@ -18,7 +18,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from campaigns.models import CampaignRun
-from campaigns.services.dispatch import batch_deliver, run_start, runs_recover_stalled
+from campaigns.services.batches import batch_deliver
+from campaigns.services.recovery import runs_recover_stalled
+from campaigns.services.runs import run_start
 
 logger = get_task_logger(__name__)
 
@@ -57,7 +59,7 @@ def start_run(campaign_id: int, due_at: str | None = None) -> int | None:
 def deliver_batch(
     run_id: int, recipient_ids: list[int], batch_id: int | None = None
 ) -> dict[str, Any]:
-    """Deliver one batch of a run (see ``campaigns.services.dispatch.batch_deliver``)."""
+    """Deliver one batch of a run (see ``campaigns.services.batches.batch_deliver``)."""
     run = (
         CampaignRun.objects.select_related("campaign__message_type", "campaign__recipient_source")
         .filter(pk=run_id)

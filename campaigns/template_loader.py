@@ -35,19 +35,17 @@ import threading
 import time
 from typing import Any
 
-from django.conf import settings
 from django.db.models import Count, Max
 from django.template import Origin, TemplateDoesNotExist
 from django.template.loaders.base import Loader
 from django.utils import translation
 
+from campaigns import conf
 from campaigns.templating import SandboxedTemplate, is_ace_template_path
 
 #: Bumped in-process whenever a part or message type is saved or deleted.
 _generation = 0
 _generation_lock = threading.Lock()
-
-DEFAULT_TTL_SECONDS = 5.0
 
 
 def bump_generation(**_kwargs: Any) -> None:
@@ -125,7 +123,7 @@ class DatabaseLoader(Loader):
             self._stamp = None
 
     def _ensure_fresh(self) -> None:
-        ttl = float(getattr(settings, "CAMPAIGNS_TEMPLATE_CACHE_TTL", DEFAULT_TTL_SECONDS))
+        ttl = conf.template_cache_ttl()
         if self._generation != _generation:
             # A save/delete in this process: drop everything and take a new stamp now, so a
             # later rollback of that save is noticed by the stamp check too.

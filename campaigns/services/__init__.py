@@ -1,83 +1,62 @@
-"""Services: the functions that change state; admin views and Celery tasks only call these."""
+"""Services: the functions that change state; admin views and Celery tasks only call these.
 
-# camp-admin: message types, the campaign lifecycle, previews and test sends.
-# dispatch: schedules, runs and batches, pause/resume/cancel, resend, recovery, rate limits.
-from campaigns.services.campaigns import (
-    campaign_approve,
-    campaign_create,
-    campaign_readiness_problems,
-    campaign_return_to_draft,
-    campaign_transition,
-    campaign_update,
-)
-from campaigns.services.dispatch import (
-    batch_deliver,
-    campaign_cancel,
-    campaign_pause,
-    campaign_resume,
-    run_cancel,
-    run_pause,
-    run_progress,
-    run_recover,
-    run_resend_unknown,
-    run_resume,
-    run_start,
-    runs_recover_stalled,
-)
-from campaigns.services.message_types import (
-    message_type_fill_optional_parts,
-    message_type_instance,
-    message_type_sync_code_defined,
-    template_parts_validate,
-    template_source_validate,
-)
-from campaigns.services.previews import (
-    campaign_preview,
-    campaign_test_send,
-    message_preview,
-    message_type_test_send,
-)
-from campaigns.services.ratelimit import rate_limit_take
-from campaigns.services.schedules import (
-    campaign_schedule,
-    campaign_schedule_delete,
-    campaign_schedule_sync,
-    campaign_schedule_validate,
-    campaign_schedules_set_enabled,
-)
+Each lives in the module of its sub-domain (``runs``, ``batches``, ``controls``, ...). The
+names below can also be imported from this package; they are loaded on first use (PEP 562),
+so importing one service module never imports all the others.
+"""
 
-__all__ = [
-    "batch_deliver",
-    "campaign_approve",
-    "campaign_cancel",
-    "campaign_create",
-    "campaign_pause",
-    "campaign_preview",
-    "campaign_readiness_problems",
-    "campaign_resume",
-    "campaign_return_to_draft",
-    "campaign_schedule",
-    "campaign_schedule_delete",
-    "campaign_schedule_sync",
-    "campaign_schedule_validate",
-    "campaign_schedules_set_enabled",
-    "campaign_test_send",
-    "campaign_transition",
-    "campaign_update",
-    "message_preview",
-    "message_type_fill_optional_parts",
-    "message_type_instance",
-    "message_type_sync_code_defined",
-    "message_type_test_send",
-    "rate_limit_take",
-    "run_cancel",
-    "run_pause",
-    "run_progress",
-    "run_recover",
-    "run_resend_unknown",
-    "run_resume",
-    "run_start",
-    "runs_recover_stalled",
-    "template_parts_validate",
-    "template_source_validate",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: Public service -> the module that defines it.
+_WHERE = {
+    "batch_deliver": "batches",
+    "campaign_approve": "campaigns",
+    "campaign_create": "campaigns",
+    "campaign_readiness_problems": "campaigns",
+    "campaign_return_to_draft": "campaigns",
+    "campaign_transition": "campaigns",
+    "campaign_update": "campaigns",
+    "campaign_cancel": "controls",
+    "campaign_pause": "controls",
+    "campaign_resume": "controls",
+    "run_cancel": "controls",
+    "run_pause": "controls",
+    "run_resend_unknown": "controls",
+    "run_resume": "controls",
+    "campaign_dry_run": "dry_run",
+    "message_type_fill_optional_parts": "message_types",
+    "message_type_instance": "message_types",
+    "message_type_sync_code_defined": "message_types",
+    "template_parts_validate": "message_types",
+    "template_source_validate": "message_types",
+    "campaign_preview": "previews",
+    "campaign_test_send": "previews",
+    "message_preview": "previews",
+    "message_type_test_send": "previews",
+    "rate_limit_take": "ratelimit",
+    "run_recover": "recovery",
+    "runs_recover_stalled": "recovery",
+    "run_progress": "runs",
+    "run_start": "runs",
+    "campaign_schedule": "schedules",
+    "campaign_schedule_delete": "schedules",
+    "campaign_schedule_sync": "schedules",
+    "campaign_schedule_validate": "schedules",
+    "campaign_schedules_set_enabled": "schedules",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

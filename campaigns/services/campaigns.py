@@ -6,9 +6,10 @@
                                                paused <────────┘
     any state but completed/cancelled ──cancel──> cancelled
 
-Editing an approved campaign sends it back to draft (it has to be approved again). Scheduling,
-pausing, resuming and cancelling are the dispatch services' (campaigns.services.schedules /
-dispatch); they change status through :func:`campaign_transition` so the rules live here.
+Editing an approved campaign sends it back to draft (it has to be approved again). Scheduling
+(``campaigns.services.schedules``) and pausing, resuming and cancelling
+(``campaigns.services.controls``) change status through :func:`campaign_transition`, so the
+rules live here.
 """
 
 from __future__ import annotations

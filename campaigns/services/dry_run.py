@@ -4,18 +4,20 @@ sent)."""
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from ace import policy as ace_policy
 from ace.channel import ChannelType
-from ace.message import Message
 from campaigns import policies as campaign_policies
+from campaigns.messages import campaign_expires_at, campaign_message_builder
 from campaigns.models import Campaign
 from campaigns.resolvers import DEFAULT_CHUNK_SIZE, ResolvedRecipient, resolver_for_source
 from campaigns.services.policies import policies_prefetched
+
+if TYPE_CHECKING:
+    from ace.message import Message
 
 MAX_SAMPLE_REASONS = 5
 
@@ -62,25 +64,6 @@ def _has_address(recipient: ResolvedRecipient, channel: ChannelType) -> bool:
     return recipient.user_id is not None  # push goes to a user's devices
 
 
-def _dry_run_message(
-    campaign: Campaign, recipient: ResolvedRecipient, expiration: dt.datetime | None
-) -> Message:
-    message_type = campaign.message_type
-    return Message(
-        app_label=message_type.app_label,
-        name=message_type.name,
-        recipient=recipient.ace_recipient(),
-        expiration_time=expiration,
-        language=recipient.language or campaign.language or message_type.default_language,
-        options={
-            "campaign_message_type_id": message_type.pk,
-            "recipient_key": recipient.key,
-            "recipient_time_zone": recipient.time_zone,
-            "campaign_time_zone": campaign.time_zone,
-        },
-    )
-
-
 def _policy_results(policies: list[Any], message: Message) -> list[tuple[str, Any]]:
     results = []
     for policy in policies:
@@ -117,9 +100,9 @@ def campaign_dry_run(
     resolver = resolver_for_source(campaign.recipient_source)
     channels = [ChannelType(c) for c in campaign.channels]
     policies = list(ace_policy.policies())
-    now = campaign_policies.now()
-    expiration = (
-        now + dt.timedelta(hours=campaign.expiration_hours) if campaign.expiration_hours else None
+    builder = campaign_message_builder(
+        campaign=campaign,
+        expiration_time=campaign_expires_at(campaign=campaign, start=campaign_policies.now()),
     )
     reach = {c.value: ChannelReach() for c in channels}
     denials: dict[str, PolicyDenials] = {}
@@ -132,7 +115,7 @@ def campaign_dry_run(
         recipients = resolver.recipients_for_ids(ids)
         if sample_limit is not None:
             recipients = recipients[: max(0, sample_limit - checked)]
-        messages = [_dry_run_message(campaign, r, expiration) for r in recipients]
+        messages = [builder.build(recipient) for recipient in recipients]
         with policies_prefetched(messages, policies=policies):
             for recipient, message in zip(recipients, messages, strict=True):
                 denied_here: set[ChannelType] = set()

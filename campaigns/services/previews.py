@@ -32,9 +32,14 @@ from ace.channel import ChannelType, get_channel_for_message
 from ace.message import Message
 from ace.outcome import DeliveryOutcome
 from campaigns.exceptions import CampaignError
+from campaigns.messages import (
+    CampaignMessageBuilder,
+    Option,
+    campaign_message_builder,
+    definition_message_builder,
+)
 from campaigns.models import Campaign, MessageTypeDefinition
-from campaigns.resolvers import ResolvedRecipient, personalize
-from campaigns.services.message_types import message_type_instance
+from campaigns.resolvers import ResolvedRecipient
 from campaigns.templating import _iter_expressions, _variable_names, iter_nodes, node_variables
 
 log = logging.getLogger(__name__)
@@ -210,28 +215,6 @@ def recipient_for_user(user: AbstractBaseUser) -> ResolvedRecipient:
     return AllActiveUsersResolver({}).to_recipient(user)
 
 
-def _message_for(
-    *,
-    definition: MessageTypeDefinition,
-    recipient: ResolvedRecipient,
-    context: dict[str, Any],
-    language: str,
-    options: dict[str, Any] | None = None,
-) -> Message:
-    """A message personalized like the dispatcher does, with the unsubscribe link and headers."""
-    from campaigns import signing
-
-    msg_type = message_type_instance(definition=definition, context=context, options=options)
-    # The language chosen for the preview wins over the recipient's own.
-    recipient = attrs.evolve(recipient, language=language or recipient.language)
-    extra_options: dict[str, Any] = {}
-    if recipient.email:
-        url = signing.unsubscribe_url(recipient.email, definition.pk)
-        msg_type.context = {**msg_type.context, "unsubscribe_url": url}
-        extra_options["headers"] = signing.unsubscribe_headers(url)
-    return personalize(msg_type, recipient, language=language, options=extra_options)
-
-
 def _render_channel(channel_value: str, message: Message) -> ChannelPreview:
     result = ChannelPreview(channel=channel_value)
     try:
@@ -269,18 +252,22 @@ def message_preview(
     context: dict[str, Any] | None = None,
     language: str = "",
     channels: Iterable[str] | None = None,
+    builder: CampaignMessageBuilder | None = None,
 ) -> Preview:
     """Render ``definition`` for ``recipient`` in ``language`` (default: the recipient's, then the
-    message type's) on each channel (default: every channel with templates)."""
+    message type's) on each channel (default: every channel with templates).
+
+    The message is built as it is sent (``builder``; default: the definition with ``context``,
+    else its sample context)."""
     from campaigns.selectors import message_type_channels
 
     language = language or recipient.language or definition.default_language
-    message = _message_for(
-        definition=definition,
-        recipient=recipient,
-        context=dict(definition.sample_context if context is None else context),
-        language=language,
-    )
+    if builder is None:
+        builder = definition_message_builder(
+            definition=definition,
+            context=dict(definition.sample_context if context is None else context),
+        )
+    message = builder.build(recipient, language=language)
     channel_values = list(channels) if channels else message_type_channels(definition=definition)
     if not channel_values:
         channel_values = [ChannelType.EMAIL.value]
@@ -299,6 +286,7 @@ def campaign_preview(
         context=dict(campaign.context or {}),
         language=language or recipient.language or campaign.language,
         channels=campaign.channels,
+        builder=campaign_message_builder(campaign=campaign),
     )
 
 
@@ -362,6 +350,7 @@ def _test_send(
     context: dict[str, Any],
     channels: list[str],
     language: str,
+    builder: CampaignMessageBuilder,
 ) -> TestSendResult:
     if not getattr(user, "email", ""):
         raise CampaignError(ERROR_NO_EMAIL, {"user_id": user.pk})
@@ -374,14 +363,9 @@ def _test_send(
         context=context,
         language=language,
         channels=channels,
+        builder=builder,
     )
-    message = _message_for(
-        definition=definition,
-        recipient=recipient,
-        context=context,
-        language=preview.language,
-        options={"test_send": True},
-    )
+    message = builder.build(recipient, language=preview.language)
     outcomes = ace_api.send(message, limit_to_channels=[ChannelType(c) for c in channels])
     log.info(
         "Test send of %s to user %s: %s",
@@ -401,12 +385,16 @@ def message_type_test_send(
         raise CampaignError(ERROR_TEST_SEND_PERMISSION % {"what": "message types"})
     from campaigns.selectors import message_type_channels
 
+    context = dict(definition.sample_context or {})
     return _test_send(
         definition=definition,
         user=user,
-        context=dict(definition.sample_context or {}),
+        context=context,
         channels=message_type_channels(definition=definition),
         language=language,
+        builder=definition_message_builder(
+            definition=definition, context=context, options={Option.TEST_SEND: True}
+        ),
     )
 
 
@@ -423,4 +411,5 @@ def campaign_test_send(
         context=dict(campaign.context or {}),
         channels=list(campaign.channels or []),
         language=language or campaign.language,
+        builder=campaign_message_builder(campaign=campaign, options={Option.TEST_SEND: True}),
     )

@@ -18,11 +18,11 @@ import math
 from typing import Any
 
 import attrs
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 
+from campaigns import conf
 from campaigns.models import ChannelRateBucket
 
 RATE_LIMIT_FORMAT = (
@@ -92,11 +92,11 @@ def parse_rate_limits(value: str | dict | None) -> dict[str, float]:
 
 def channel_rate_limits() -> dict[str, float]:
     """The configured rates (messages per second) by channel type value."""
-    return parse_rate_limits(getattr(settings, "CAMPAIGNS_CHANNEL_RATE_LIMITS", None))
+    return parse_rate_limits(conf.channel_rate_limits_raw())
 
 
 def _capacity(rate: float) -> float:
-    burst = float(getattr(settings, "CAMPAIGNS_RATE_LIMIT_BURST_SECONDS", 1.0))
+    burst = conf.rate_limit_burst_seconds()
     return max(1.0, rate * burst)
 
 
@@ -139,7 +139,7 @@ def rate_limit_take(*, channel: str, count: int) -> Grant:
     rate = channel_rate_limits().get(channel)
     if not rate:
         return Grant(granted=count)
-    url = getattr(settings, "CAMPAIGNS_RATE_LIMIT_REDIS_URL", "")
+    url = conf.rate_limit_redis_url()
     if url:
         return _take_redis(url, channel, rate, count)
     return _take_database(channel, rate, count)
@@ -147,7 +147,7 @@ def rate_limit_take(*, channel: str, count: int) -> Grant:
 
 def rate_limit_reset(*, channel: str) -> None:
     """Forget a channel's bucket (tests, or after changing its rate)."""
-    url = getattr(settings, "CAMPAIGNS_RATE_LIMIT_REDIS_URL", "")
+    url = conf.rate_limit_redis_url()
     if url:
         _redis_script(url).registered_client.delete(REDIS_KEY.format(channel=channel))
     ChannelRateBucket.objects.filter(channel=channel).delete()

@@ -29,9 +29,10 @@ from django_celery_beat.models import (
 
 from campaigns.exceptions import CampaignError
 from campaigns.models import Campaign
+from campaigns.services import enqueue
 from campaigns.services.campaigns import campaign_transition
 
-START_RUN_TASK = "campaigns.tasks.start_run"
+START_RUN_TASK = enqueue.START_RUN
 
 SCHEDULE_CRONTAB_FORMAT = (
     'A crontab needs five fields "minute hour day-of-month month day-of-week", e.g. "0 9 * * 1" '
@@ -220,8 +221,6 @@ def campaign_schedule(*, campaign: Campaign, now: dt.datetime | None = None) -> 
     with the current time as due time. Raises ``CampaignError`` if the campaign is not approved
     (a scheduled one is already scheduled), ``ValidationError`` for a bad schedule.
     """
-    from campaigns.tasks import start_run as start_run_task
-
     now = now or timezone.now()
     with transaction.atomic():
         locked = Campaign.objects.select_for_update().get(pk=campaign.pk)
@@ -234,10 +233,7 @@ def campaign_schedule(*, campaign: Campaign, now: dt.datetime | None = None) -> 
         campaign_transition(campaign=locked, to=Campaign.Status.SCHEDULED)
         task = campaign_schedule_sync(campaign=locked)
         if locked.schedule_kind == Campaign.ScheduleKind.NOW:
-            due_at = now.isoformat()
-            transaction.on_commit(
-                lambda: start_run_task.delay(campaign_id=locked.pk, due_at=due_at)
-            )
+            enqueue.start_run(campaign_id=locked.pk, due_at=now)
     campaign.status = locked.status
     campaign.periodic_task = locked.periodic_task
     return task

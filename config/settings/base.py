@@ -237,24 +237,19 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
 # Campaign dispatch (README "How a campaign is sent")
 # ------------------------------------------------------------------------------
-# Recipients per deliver_batch task, and per SENDING sub-chunk (pause/cancel are checked and a
-# crash can leave at most this many deliveries "unknown" per worker process).
-CAMPAIGNS_BATCH_SIZE = env.int("CAMPAIGNS_BATCH_SIZE", default=500)
-CAMPAIGNS_SEND_CHUNK_SIZE = env.int("CAMPAIGNS_SEND_CHUNK_SIZE", default=250)
-# A delivery left SENDING longer than this belongs to a lost worker and becomes "unknown".
-CAMPAIGNS_SENDING_LEASE_SECONDS = env.float("CAMPAIGNS_SENDING_LEASE_SECONDS", default=300)
-# An active run with no progress for this long gets its work enqueued again (the beat task
-# "campaigns: recover stalled runs" from `manage.py setup_periodic_tasks`).
-CAMPAIGNS_STALLED_RUN_SECONDS = env.float("CAMPAIGNS_STALLED_RUN_SECONDS", default=900)
-# Retries: the channel's delay (or this base) doubled per attempt, +0-25 % jitter, capped. Keep
-# the cap below CELERY_VISIBILITY_TIMEOUT (Redis redelivers eta tasks held longer than that).
-CAMPAIGNS_RETRY_BACKOFF_SECONDS = env.float("CAMPAIGNS_RETRY_BACKOFF_SECONDS", default=30)
-CAMPAIGNS_RETRY_BACKOFF_MAX_SECONDS = env.float("CAMPAIGNS_RETRY_BACKOFF_MAX_SECONDS", default=1800)
-# Undelivered messages of a run expire this long after it starts unless the campaign says.
-CAMPAIGNS_DEFAULT_EXPIRATION_HOURS = env.int("CAMPAIGNS_DEFAULT_EXPIRATION_HOURS", default=24)
+# Each is None unless its environment variable is set: the defaults are written once, in
+# campaigns/conf.py, next to the getter that reads each setting (and says what it does).
+CAMPAIGNS_BATCH_SIZE = env.int("CAMPAIGNS_BATCH_SIZE", default=None)
+CAMPAIGNS_SEND_CHUNK_SIZE = env.int("CAMPAIGNS_SEND_CHUNK_SIZE", default=None)
+CAMPAIGNS_SENDING_LEASE_SECONDS = env.float("CAMPAIGNS_SENDING_LEASE_SECONDS", default=None)
+CAMPAIGNS_STALLED_RUN_SECONDS = env.float("CAMPAIGNS_STALLED_RUN_SECONDS", default=None)
+# Keep the cap below CELERY_VISIBILITY_TIMEOUT (Redis redelivers eta tasks held longer).
+CAMPAIGNS_RETRY_BACKOFF_SECONDS = env.float("CAMPAIGNS_RETRY_BACKOFF_SECONDS", default=None)
+CAMPAIGNS_RETRY_BACKOFF_MAX_SECONDS = env.float("CAMPAIGNS_RETRY_BACKOFF_MAX_SECONDS", default=None)
+CAMPAIGNS_DEFAULT_EXPIRATION_HOURS = env.int("CAMPAIGNS_DEFAULT_EXPIRATION_HOURS", default=None)
 # Messages per second per channel type shared by all workers, e.g. "email=50,push=200".
-CAMPAIGNS_CHANNEL_RATE_LIMITS = env.str("CAMPAIGNS_CHANNEL_RATE_LIMITS", default="")
-CAMPAIGNS_RATE_LIMIT_BURST_SECONDS = env.float("CAMPAIGNS_RATE_LIMIT_BURST_SECONDS", default=1.0)
+CAMPAIGNS_CHANNEL_RATE_LIMITS = env.str("CAMPAIGNS_CHANNEL_RATE_LIMITS", default=None)
+CAMPAIGNS_RATE_LIMIT_BURST_SECONDS = env.float("CAMPAIGNS_RATE_LIMIT_BURST_SECONDS", default=None)
 # Where the token buckets live: Redis if configured (or the broker is Redis), else the database.
 _broker_is_redis = CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
 CAMPAIGNS_RATE_LIMIT_REDIS_URL = env.str(

@@ -16,6 +16,7 @@ from tests.campaigns.factories import (
     StaffUserFactory,
     email_template_parts,
 )
+from tests.campaigns.plugin_caches import reset_plugin_caches
 
 
 def _reset_caches() -> None:
@@ -23,6 +24,22 @@ def _reset_caches() -> None:
     for loader in engines["django"].engine.template_loaders:
         if isinstance(loader, template_loader.DatabaseLoader):
             loader.reset()
+
+
+@pytest.fixture
+def dispatch_settings(settings) -> Iterator:
+    """In-process sending: locmem email, small batches, no rate limit, DB buckets, fresh
+    plugin caches."""
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    settings.ACE_ENABLED_CHANNELS = ["django_email"]
+    settings.CAMPAIGNS_BATCH_SIZE = 4
+    settings.CAMPAIGNS_SEND_CHUNK_SIZE = 2
+    settings.CAMPAIGNS_CHANNEL_RATE_LIMITS = ""
+    settings.CAMPAIGNS_RATE_LIMIT_REDIS_URL = ""
+    settings.CAMPAIGNS_SENDING_LEASE_SECONDS = 300
+    reset_plugin_caches()
+    yield settings
+    reset_plugin_caches()
 
 
 @pytest.fixture

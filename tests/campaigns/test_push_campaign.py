@@ -18,7 +18,7 @@ from push_fixtures import VAPID_SUBJECT, add_device
 from push_notifications.models import WebPushDevice
 
 from campaigns.models import Campaign, ChannelChoice, Delivery, TemplatePart
-from campaigns.services.dispatch import run_start
+from campaigns.services.runs import run_start
 from tests.campaigns.factories import (
     CampaignFactory,
     GroupFactory,

@@ -14,9 +14,13 @@ import pytest
 from django.utils import timezone
 
 from campaigns.models import Campaign, CampaignRun, Delivery, RunBatch
-from campaigns.services.dispatch import campaign_cancel, campaign_pause, campaign_resume
+from campaigns.services.controls import (
+    campaign_cancel,
+    campaign_pause,
+    campaign_resume,
+)
 from campaigns.tasks import deliver_batch, start_run
-from tests.campaigns.dispatch.dispatch_helpers import address, make_campaign, wait_for
+from tests.campaigns.services.helpers import address, make_campaign, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services, pytest.mark.slow]
 

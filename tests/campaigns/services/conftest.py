@@ -1,4 +1,4 @@
-"""Fixtures for the dispatch tests: campaigns over imported lists, and (integration) a real
+"""Fixtures for the dispatch service tests: runs started in process, and (integration) a real
 Celery worker process on a Redis broker, a PostgreSQL test database and a loopback SMTP server.
 """
 
@@ -13,45 +13,35 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from ace import policy as ace_policy
-from ace.channel import channels as ace_channels
 from ace.test_utils.smtp import RecordingSMTPServer
-from campaigns import policies, resolvers
 from campaigns.models import (
     Campaign,
     CampaignRun,
 )
-from campaigns.services.dispatch import run_start
-from tests.campaigns.dispatch.dispatch_helpers import HERE, ROOT, Worker, broker_url
+from campaigns.services import enqueue
+from campaigns.services.runs import run_start
+from tests.campaigns.plugin_caches import reset_plugin_caches
+from tests.campaigns.services.helpers import HERE, ROOT, Worker, broker_url
 
 
 @pytest.fixture(autouse=True)
 def _fresh_plugins() -> Iterator[None]:
     """Plugin caches (resolvers, policies, channels) must not leak between tests."""
-
-    def reset() -> None:
-        resolvers.available_resolvers.cache_clear()
-        policies.reset_plugin_caches()
-        ace_policy.policies.reset()
-        ace_channels.reset()
-        policies.set_batch_toggles(None)
-
-    reset()
+    reset_plugin_caches()
     yield
-    reset()
+    reset_plugin_caches()
 
 
 @pytest.fixture
-def dispatch_settings(settings):
-    """In-process sending: locmem email, small batches, no rate limit, DB buckets."""
-    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-    settings.ACE_ENABLED_CHANNELS = ["django_email"]
-    settings.CAMPAIGNS_BATCH_SIZE = 4
-    settings.CAMPAIGNS_SEND_CHUNK_SIZE = 2
-    settings.CAMPAIGNS_CHANNEL_RATE_LIMITS = ""
-    settings.CAMPAIGNS_RATE_LIMIT_REDIS_URL = ""
-    settings.CAMPAIGNS_SENDING_LEASE_SECONDS = 300
-    return settings
+def enqueued(monkeypatch):
+    """Record deliver_batch enqueues instead of running them (for retries, follow-ups)."""
+    calls: list[dict] = []
+
+    def record(*, run_id, recipient_ids, batch_id, eta=None):
+        calls.append({"run_id": run_id, "ids": list(recipient_ids), "batch": batch_id, "eta": eta})
+
+    monkeypatch.setattr(enqueue, "deliver_batch", record)
+    return calls
 
 
 @pytest.fixture

@@ -11,7 +11,12 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from campaigns.models import Campaign, RecipientList, RecipientListEntry
+from django.utils import timezone
+
+from campaigns.models import Campaign, CampaignRun, RecipientList, RecipientListEntry, RunBatch
+from campaigns.resolvers import resolver_for_source
+from campaigns.services import batches
+from campaigns.services.runs import run_start
 from tests.campaigns.factories import (
     CampaignFactory,
     MessageTypeDefinitionFactory,
@@ -56,6 +61,20 @@ def make_campaign(size: int, **fields) -> Campaign:
     )
     fields.setdefault("status", Campaign.Status.SCHEDULED)
     return CampaignFactory(message_type=message_type, recipient_source=source, **fields)
+
+
+def claimed_run(campaign: Campaign) -> tuple[CampaignRun, RunBatch]:
+    """A run resolved into one claimed batch whose rows are QUEUED (nothing sent yet)."""
+    run = run_start(campaign_id=campaign.pk, due_at=timezone.now().replace(microsecond=0))
+    batch = RunBatch.objects.get(run=run)
+    state = batches._Batch(run, batch.recipient_ids, batch.pk)
+    recipients = resolver_for_source(campaign.recipient_source).recipients_for_ids(
+        batch.recipient_ids
+    )
+    state.recipients = {r.key: r for r in recipients}
+    rows = batches._claim(state)
+    assert rows is not None
+    return run, batch
 
 
 def list_of(campaign: Campaign) -> RecipientList:

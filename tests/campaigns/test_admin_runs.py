@@ -11,11 +11,11 @@ from django.urls import reverse
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from campaigns.admin_dispatch import MSG_PAUSED, eta_text
+from campaigns.admin.runs import MSG_PAUSED, eta_text
 from campaigns.models import Campaign, CampaignRun, Delivery
 from campaigns.services.schedules import campaign_schedule, periodic_task_name
-from tests.campaigns.dispatch.dispatch_helpers import make_campaign
 from tests.campaigns.factories import DeliveryFactory, StaffUserFactory
+from tests.campaigns.services.helpers import make_campaign
 
 pytestmark = pytest.mark.django_db
 

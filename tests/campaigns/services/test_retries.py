@@ -15,27 +15,18 @@ from django.utils import timezone
 from campaigns import policies
 from campaigns.models import CampaignRun, Delivery, RunBatch
 from campaigns.policies import QuietHoursPolicy
-from campaigns.services import dispatch
-from campaigns.services.dispatch import batch_deliver, run_resend_unknown, run_start
-from tests.campaigns.dispatch.dispatch_helpers import address, list_of, make_campaign
+from campaigns.services.batches import batch_deliver
+from campaigns.services.controls import (
+    run_resend_unknown,
+)
+from campaigns.services.runs import run_start
 from tests.campaigns.factories import PolicyToggleFactory, StaffUserFactory
+from tests.campaigns.services.helpers import address, list_of, make_campaign
 
 pytestmark = pytest.mark.django_db
 
 S = Delivery.Status
 PARIS = zoneinfo.ZoneInfo("Europe/Paris")
-
-
-@pytest.fixture
-def enqueued(monkeypatch):
-    """Record deliver_batch enqueues instead of running them."""
-    calls: list[dict] = []
-
-    def record(*, run_id, recipient_ids, batch_id, eta=None):
-        calls.append({"run_id": run_id, "ids": list(recipient_ids), "batch": batch_id, "eta": eta})
-
-    monkeypatch.setattr(dispatch, "_enqueue_batch", record)
-    return calls
 
 
 def claimed_run(campaign) -> tuple[CampaignRun, RunBatch]:

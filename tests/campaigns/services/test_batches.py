@@ -1,5 +1,5 @@
-"""The dispatch pipeline in one process (eager Celery, locmem email): runs, claims, restarts,
-exclusions, unknown outcomes, retries, pause/resume/cancel, rate limits and query counts."""
+"""Batches in one process (eager Celery, locmem email): claims, exclusions, leases, retries,
+rate limits and the query count of a batch."""
 
 from __future__ import annotations
 
@@ -13,23 +13,16 @@ from django.utils import timezone
 
 from ace.channel.django_email import DjangoEmailSession
 from ace.errors import FatalChannelDeliveryError, RecoverableChannelDeliveryError
-from campaigns.exceptions import CampaignError
 from campaigns.models import Campaign, CampaignRun, Delivery, RunBatch
-from campaigns.services import dispatch
-from campaigns.services.dispatch import (
-    REASON_CANCELLED,
-    REASON_INTERRUPTED,
-    REASON_PREVIOUS_RUN,
-    RESEND_FORBIDDEN,
-    batch_deliver,
-    campaign_cancel,
-    campaign_pause,
-    campaign_resume,
-    run_resend_unknown,
-    run_start,
+from campaigns.services.batches import REASON_INTERRUPTED, REASON_PREVIOUS_RUN, batch_deliver
+from campaigns.services.runs import run_start
+from tests.campaigns.services.helpers import (
+    add_entries,
+    address,
+    claimed_run,
+    list_of,
+    make_campaign,
 )
-from tests.campaigns.dispatch.dispatch_helpers import add_entries, address, list_of, make_campaign
-from tests.campaigns.factories import StaffUserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -47,66 +40,6 @@ def statuses(run: CampaignRun) -> dict[str, int]:
     return counts
 
 
-@pytest.fixture
-def enqueued(monkeypatch):
-    """Record deliver_batch enqueues instead of running them (for retries, follow-ups)."""
-    calls: list[dict] = []
-
-    def record(*, run_id, recipient_ids, batch_id, eta=None):
-        calls.append({"run_id": run_id, "ids": list(recipient_ids), "batch": batch_id, "eta": eta})
-
-    monkeypatch.setattr(dispatch, "_enqueue_batch", record)
-    return calls
-
-
-def test_a_run_sends_each_recipient_once_then_completes(dispatch_settings, start):
-    campaign = make_campaign(10)
-
-    run = start(campaign)
-
-    assert sorted(recipients_of_outbox()) == [address(i) for i in range(10)]
-    run.refresh_from_db()
-    assert run.status == CampaignRun.Status.COMPLETED
-    assert (run.total, run.sent, run.unknown) == (10, 10, 0)
-    assert run.finished_at is not None
-    assert RunBatch.objects.filter(run=run).count() == 3  # 4 + 4 + 2
-    assert not RunBatch.objects.filter(run=run, claimed_at__isnull=True).exists()
-    assert set(run.deliveries.values_list("send_uuid", flat=True)) == {run.send_uuid}
-    campaign.refresh_from_db()
-    assert campaign.status == Campaign.Status.COMPLETED
-
-
-def test_each_message_gets_its_own_context_and_signed_unsubscribe_link(dispatch_settings, start):
-    campaign = make_campaign(3)
-
-    start(campaign)
-
-    by_to = {message.to[0]: message for message in mail.outbox}
-    assert "FIRST-ONLY" in by_to[address(0)].body
-    assert "FIRST-ONLY" not in by_to[address(1)].body  # no leak from the first recipient
-    assert "no coupon" in by_to[address(2)].body
-    for message in by_to.values():
-        link = message.extra_headers["List-Unsubscribe"].strip("<>")
-        assert link.startswith("http") and link in message.body
-        assert message.extra_headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    links = {message.extra_headers["List-Unsubscribe"] for message in mail.outbox}
-    assert len(links) == 3  # one signed link per address
-    delivery = Delivery.objects.get(email=address(1))
-    assert delivery.message_uuid is not None
-
-
-def test_start_run_twice_for_the_same_due_time_makes_one_run(dispatch_settings, start):
-    campaign = make_campaign(6)
-    due = timezone.now().replace(microsecond=0)
-
-    first = start(campaign, due)
-    second = start(campaign, due)
-
-    assert first.pk == second.pk
-    assert CampaignRun.objects.filter(campaign=campaign).count() == 1
-    assert sorted(recipients_of_outbox()) == [address(i) for i in range(6)]
-
-
 def test_a_redelivered_batch_sends_nothing_twice(dispatch_settings, start):
     campaign = make_campaign(5)
     run = start(campaign)
@@ -119,43 +52,6 @@ def test_a_redelivered_batch_sends_nothing_twice(dispatch_settings, start):
 
     assert len(mail.outbox) == sent_before == 5
     assert CampaignRun.objects.values("total", "sent").get(pk=run.pk) == counts_before
-
-
-def test_a_restarted_start_run_continues_from_its_cursor(dispatch_settings, start, monkeypatch):
-    campaign = make_campaign(10)
-    due = timezone.now().replace(microsecond=0)
-    resolver_cls = type(dispatch.resolver_for_source(campaign.recipient_source))
-    original = resolver_cls.iter_id_chunks
-    calls = {"n": 0}
-
-    class Crash(Exception):
-        pass
-
-    def crashing(self, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise Crash("worker lost")
-        return original(self, **kwargs)
-
-    # The first start_run dies while resolving its third chunk, and the batches it had
-    # enqueued were lost with it.
-    monkeypatch.setattr(resolver_cls, "iter_id_chunks", crashing)
-    monkeypatch.setattr(dispatch, "_enqueue_batch", lambda **kwargs: None)
-    with pytest.raises(Crash):
-        run_start(campaign_id=campaign.pk, due_at=due)
-    run = CampaignRun.objects.get(campaign=campaign)
-    assert run.status == CampaignRun.Status.RESOLVING
-    assert run.resolve_cursor["after"] is not None
-    assert RunBatch.objects.filter(run=run).count() == 2
-    assert mail.outbox == []
-
-    monkeypatch.undo()
-    start(campaign, due)
-
-    run.refresh_from_db()
-    assert run.status == CampaignRun.Status.COMPLETED
-    assert RunBatch.objects.filter(run=run).count() == 3
-    assert sorted(recipients_of_outbox()) == [address(i) for i in range(10)]
 
 
 def test_recurring_campaign_can_skip_earlier_recipients(dispatch_settings, start):
@@ -187,25 +83,6 @@ def test_recurring_campaign_without_exclusion_sends_everyone_again(dispatch_sett
     start(campaign, timezone.now().replace(microsecond=0) - dt.timedelta(hours=1))
     start(campaign)
     assert sorted(recipients_of_outbox()) == sorted([address(0), address(1)] * 2)
-
-
-def claimed_run(campaign: Campaign) -> tuple[CampaignRun, RunBatch]:
-    """A run resolved into one claimed batch whose rows are QUEUED (nothing sent yet)."""
-    run = run_start(campaign_id=campaign.pk, due_at=timezone.now().replace(microsecond=0))
-    batch = RunBatch.objects.get(run=run)
-    recipients = dispatch.resolver_for_source(campaign.recipient_source).recipients_for_ids(
-        batch.recipient_ids
-    )
-    rows = dispatch._claim(
-        run=run,
-        batch_id=batch.pk,
-        expected=len(batch.recipient_ids),
-        recipients={r.key: r for r in recipients},
-        channels=["email"],
-        exclude_previous=False,
-    )
-    assert rows is not None
-    return run, batch
 
 
 def test_rows_left_sending_by_a_dead_attempt_become_unknown_and_are_not_resent(
@@ -253,35 +130,6 @@ def test_rows_sending_within_their_lease_are_left_to_their_attempt(dispatch_sett
     assert check["eta"] > timezone.now() + dt.timedelta(seconds=250)
     run.refresh_from_db()
     assert run.status == CampaignRun.Status.RUNNING
-
-
-def test_resend_unknown_needs_the_permission_then_resends_only_those(dispatch_settings, enqueued):
-    dispatch_settings.CAMPAIGNS_BATCH_SIZE = 10
-    campaign = make_campaign(3)
-    run, batch = claimed_run(campaign)
-    Delivery.objects.filter(run=run, email=address(0)).update(
-        status=S.SENDING, updated_at=timezone.now() - dt.timedelta(hours=1)
-    )
-    batch_deliver(run=run, recipient_ids=batch.recipient_ids, batch_id=batch.pk)
-    run.refresh_from_db()
-    assert (run.status, run.unknown) == (CampaignRun.Status.COMPLETED, 1)
-    mail.outbox.clear()
-
-    with pytest.raises(CampaignError) as refused:
-        run_resend_unknown(run=run, user=StaffUserFactory())
-    assert refused.value.message == RESEND_FORBIDDEN
-
-    operator = StaffUserFactory(permissions=["campaigns.resend_unknown_campaign"])
-    enqueued.clear()
-    assert run_resend_unknown(run=run, user=operator) == 1
-    (again,) = enqueued
-    run.refresh_from_db()
-    assert run.status == CampaignRun.Status.RUNNING
-    batch_deliver(run=run, recipient_ids=again["ids"], batch_id=again["batch"])
-
-    assert recipients_of_outbox() == [address(0)]
-    run.refresh_from_db()
-    assert (run.status, run.sent, run.unknown) == (CampaignRun.Status.COMPLETED, 3, 0)
 
 
 def test_recoverable_errors_are_requeued_and_permanent_ones_fail_at_once(
@@ -377,71 +225,6 @@ def test_a_retry_past_the_expiration_expires_instead(dispatch_settings, enqueued
     assert (run.status, run.expired) == (CampaignRun.Status.COMPLETED, 1)
 
 
-def test_pause_stops_between_sub_chunks_and_resume_sends_the_rest_once(
-    dispatch_settings, django_capture_on_commit_callbacks, monkeypatch
-):
-    dispatch_settings.CAMPAIGNS_BATCH_SIZE = 6
-    dispatch_settings.CAMPAIGNS_SEND_CHUNK_SIZE = 2
-    campaign = make_campaign(12)
-    original = DjangoEmailSession.deliver_many
-    calls = {"n": 0}
-
-    def pause_after_first_chunk(self, items):
-        result = original(self, items)
-        calls["n"] += 1
-        if calls["n"] == 1:
-            campaign_pause(campaign=Campaign.objects.get(pk=campaign.pk))
-        return result
-
-    monkeypatch.setattr(DjangoEmailSession, "deliver_many", pause_after_first_chunk)
-    with django_capture_on_commit_callbacks(execute=True):
-        run_start(campaign_id=campaign.pk, due_at=timezone.now().replace(microsecond=0))
-
-    assert len(mail.outbox) == 2  # the sub-chunk in flight finished; nothing after it
-    run = CampaignRun.objects.get(campaign=campaign)
-    assert run.status == CampaignRun.Status.PAUSED
-    campaign.refresh_from_db()
-    assert campaign.status == Campaign.Status.PAUSED
-    assert RunBatch.objects.filter(run=run, paused_at__isnull=False).count() == 2
-    assert statuses(run) == {S.SENT: 2, S.QUEUED: 4}
-
-    with django_capture_on_commit_callbacks(execute=True):
-        campaign_resume(campaign=campaign)
-
-    assert sorted(recipients_of_outbox()) == [address(i) for i in range(12)]
-    run.refresh_from_db()
-    assert (run.status, run.sent) == (CampaignRun.Status.COMPLETED, 12)
-    campaign.refresh_from_db()
-    assert campaign.status == Campaign.Status.COMPLETED
-
-
-def test_cancel_skips_what_is_left_and_sends_nothing_more(
-    dispatch_settings, django_capture_on_commit_callbacks, monkeypatch
-):
-    dispatch_settings.CAMPAIGNS_BATCH_SIZE = 6
-    campaign = make_campaign(12)
-    original = DjangoEmailSession.deliver_many
-
-    def cancel_after_first_chunk(self, items):
-        result = original(self, items)
-        if len(mail.outbox) == 2:
-            campaign_cancel(campaign=Campaign.objects.get(pk=campaign.pk))
-        return result
-
-    monkeypatch.setattr(DjangoEmailSession, "deliver_many", cancel_after_first_chunk)
-    with django_capture_on_commit_callbacks(execute=True):
-        run_start(campaign_id=campaign.pk, due_at=timezone.now().replace(microsecond=0))
-
-    assert len(mail.outbox) == 2
-    run = CampaignRun.objects.get(campaign=campaign)
-    assert run.status == CampaignRun.Status.CANCELLED
-    assert statuses(run) == {S.SENT: 2, S.SKIPPED: 4}
-    assert set(run.deliveries.filter(status=S.SKIPPED).values_list("reason", flat=True)) == {
-        REASON_CANCELLED
-    }
-    assert (run.sent, run.skipped) == (2, 4)
-
-
 def test_a_rate_limit_sends_what_it_may_and_requeues_the_rest(dispatch_settings, enqueued):
     dispatch_settings.CAMPAIGNS_BATCH_SIZE = 10
     dispatch_settings.CAMPAIGNS_SEND_CHUNK_SIZE = 10
@@ -485,40 +268,3 @@ def test_a_batch_costs_a_bounded_number_of_queries(dispatch_settings, enqueued, 
         if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))
     ]
     assert len(statements) / 500 <= 0.05, "\n".join(sql[:150] for sql in statements)
-
-
-def test_the_audience_is_streamed_in_chunks(dispatch_settings, start, monkeypatch):
-    """Bounded memory: the resolver is read one keyset page at a time; no task or query ever
-    holds more than a batch of recipients."""
-    dispatch_settings.CAMPAIGNS_BATCH_SIZE = 5
-    campaign = make_campaign(23)
-    resolver_cls = type(dispatch.resolver_for_source(campaign.recipient_source))
-    pages: list[tuple] = []
-    loaded: list[int] = []
-    original_chunks = resolver_cls.iter_id_chunks
-    original_load = resolver_cls.recipients_for_ids
-
-    def chunks(self, *, after=None, chunk_size=500):
-        pages.append((after, chunk_size))
-        return original_chunks(self, after=after, chunk_size=chunk_size)
-
-    def load(self, ids):
-        loaded.append(len(ids))
-        return original_load(self, ids)
-
-    monkeypatch.setattr(resolver_cls, "iter_id_chunks", chunks)
-    monkeypatch.setattr(resolver_cls, "recipients_for_ids", load)
-
-    run = start(campaign)
-
-    assert len(mail.outbox) == 23
-    assert all(size == 5 for _after, size in pages)
-    assert [after is None for after, _size in pages] == [True] + [False] * (len(pages) - 1)
-    assert max(loaded) == 5
-    assert sorted(len(ids) for ids in run.batches.values_list("recipient_ids", flat=True)) == [
-        3,
-        5,
-        5,
-        5,
-        5,
-    ]

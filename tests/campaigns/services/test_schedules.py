@@ -20,7 +20,11 @@ from django_celery_beat.models import (
 
 from campaigns.exceptions import CampaignError
 from campaigns.models import Campaign, CampaignRun
-from campaigns.services.dispatch import campaign_cancel, campaign_pause, campaign_resume
+from campaigns.services.controls import (
+    campaign_cancel,
+    campaign_pause,
+    campaign_resume,
+)
 from campaigns.services.schedules import (
     SCHEDULE_AT_MISSING,
     SCHEDULE_AT_PAST,
@@ -35,7 +39,7 @@ from campaigns.services.schedules import (
     schedule_due_at,
 )
 from campaigns.tasks import start_run
-from tests.campaigns.dispatch.dispatch_helpers import make_campaign
+from tests.campaigns.services.helpers import make_campaign
 
 pytestmark = pytest.mark.django_db
 

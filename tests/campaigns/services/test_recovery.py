@@ -11,9 +11,11 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from campaigns.models import CampaignRun, Delivery, RunBatch
-from campaigns.services import dispatch
-from campaigns.services.dispatch import run_start, runs_recover_stalled
-from tests.campaigns.dispatch.dispatch_helpers import address, make_campaign
+from campaigns.services import batches, enqueue
+from campaigns.services.batches import batch_deliver
+from campaigns.services.recovery import runs_recover_stalled
+from campaigns.services.runs import run_start
+from tests.campaigns.services.helpers import address, make_campaign
 
 pytestmark = pytest.mark.django_db
 
@@ -24,7 +26,7 @@ def lost_run(size: int, monkeypatch) -> CampaignRun:
     """A run whose batches were enqueued into a broker that lost them, started an hour ago."""
     campaign = make_campaign(size)
     with monkeypatch.context() as patch:
-        patch.setattr(dispatch, "_enqueue_batch", lambda **kwargs: None)
+        patch.setattr(enqueue, "deliver_batch", lambda **kwargs: None)
         run = run_start(campaign_id=campaign.pk, due_at=timezone.now().replace(microsecond=0))
     CampaignRun.objects.filter(pk=run.pk).update(started_at=timezone.now() - dt.timedelta(hours=1))
     run.refresh_from_db()
@@ -39,8 +41,8 @@ def test_a_run_whose_tasks_were_lost_is_recovered_and_completes(
     # The first batch had been half sent by a task that then failed for good.
     first = RunBatch.objects.filter(run=run).order_by("pk").first()
     with monkeypatch.context() as patch:
-        patch.setattr(dispatch, "_deliver_chunks", lambda *args: None)
-        dispatch.batch_deliver(run=run, recipient_ids=first.recipient_ids, batch_id=first.pk)
+        patch.setattr(batches, "_deliver_chunks", lambda *args: None)
+        batch_deliver(run=run, recipient_ids=first.recipient_ids, batch_id=first.pk)
     Delivery.objects.filter(run=run, email=address(0)).update(
         status=S.SENDING, updated_at=timezone.now() - dt.timedelta(hours=1)
     )
@@ -65,8 +67,8 @@ def test_a_run_making_progress_or_waiting_for_a_retry_is_left_alone(
     busy = lost_run(2, monkeypatch)
     first = RunBatch.objects.get(run=busy)
     with monkeypatch.context() as patch:
-        patch.setattr(dispatch, "_deliver_chunks", lambda *args: None)
-        dispatch.batch_deliver(run=busy, recipient_ids=first.recipient_ids, batch_id=first.pk)
+        patch.setattr(batches, "_deliver_chunks", lambda *args: None)
+        batch_deliver(run=busy, recipient_ids=first.recipient_ids, batch_id=first.pk)
     assert busy.deliveries.filter(updated_at__gte=timezone.now() - dt.timedelta(minutes=1))
 
     waiting = lost_run(1, monkeypatch)

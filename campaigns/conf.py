@@ -1,0 +1,89 @@
+"""The ``CAMPAIGNS_*`` settings, each read through one getter with its default written once.
+
+``config/settings/base.py`` fills these from the environment and leaves them ``None`` when a
+variable is not set, so the default below applies (post_office's ``settings.py`` pattern).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    "CAMPAIGNS_BATCH_SIZE": 500,
+    "CAMPAIGNS_SEND_CHUNK_SIZE": 250,
+    "CAMPAIGNS_SENDING_LEASE_SECONDS": 300.0,
+    "CAMPAIGNS_STALLED_RUN_SECONDS": 900.0,
+    "CAMPAIGNS_RETRY_BACKOFF_SECONDS": 30.0,
+    "CAMPAIGNS_RETRY_BACKOFF_MAX_SECONDS": 1800.0,
+    "CAMPAIGNS_DEFAULT_EXPIRATION_HOURS": 24,
+    "CAMPAIGNS_CHANNEL_RATE_LIMITS": "",
+    "CAMPAIGNS_RATE_LIMIT_BURST_SECONDS": 1.0,
+    "CAMPAIGNS_RATE_LIMIT_REDIS_URL": "",
+    "CAMPAIGNS_TEMPLATE_CACHE_TTL": 5.0,
+}
+
+
+def setting(name: str) -> Any:
+    """``settings.<name>``, or its default when unset or ``None``."""
+    value = getattr(settings, name, None)
+    return DEFAULTS[name] if value is None else value
+
+
+def batch_size() -> int:
+    """Recipients per ``deliver_batch`` task."""
+    return max(1, int(setting("CAMPAIGNS_BATCH_SIZE")))
+
+
+def send_chunk_size() -> int:
+    """Messages marked SENDING at once: the most a crash can leave UNKNOWN per worker, and how
+    often a batch checks for pause/cancel."""
+    return max(1, int(setting("CAMPAIGNS_SEND_CHUNK_SIZE")))
+
+
+def sending_lease() -> dt.timedelta:
+    """How long a SENDING row belongs to the attempt that marked it (then: UNKNOWN)."""
+    return dt.timedelta(seconds=float(setting("CAMPAIGNS_SENDING_LEASE_SECONDS")))
+
+
+def stalled_after() -> dt.timedelta:
+    """How long an active run may show no progress before its work is enqueued again."""
+    return dt.timedelta(seconds=float(setting("CAMPAIGNS_STALLED_RUN_SECONDS")))
+
+
+def retry_backoff() -> dt.timedelta:
+    """First delay of a recoverable error when the channel suggests none."""
+    return dt.timedelta(seconds=float(setting("CAMPAIGNS_RETRY_BACKOFF_SECONDS")))
+
+
+def max_task_delay() -> dt.timedelta:
+    """The longest retry delay, and the longest a re-enqueued ``deliver_batch`` waits on the
+    broker (keep it under the visibility timeout: Redis redelivers eta tasks held longer)."""
+    return dt.timedelta(seconds=float(setting("CAMPAIGNS_RETRY_BACKOFF_MAX_SECONDS")))
+
+
+def default_expiration() -> dt.timedelta:
+    """How long a run's undelivered messages stay deliverable unless the campaign says."""
+    return dt.timedelta(hours=int(setting("CAMPAIGNS_DEFAULT_EXPIRATION_HOURS")))
+
+
+def channel_rate_limits_raw() -> str | dict:
+    """``CAMPAIGNS_CHANNEL_RATE_LIMITS`` as configured (parsed by the rate limit service)."""
+    return setting("CAMPAIGNS_CHANNEL_RATE_LIMITS")
+
+
+def rate_limit_burst_seconds() -> float:
+    """How many seconds' worth of messages a rate limit lets through at once."""
+    return float(setting("CAMPAIGNS_RATE_LIMIT_BURST_SECONDS"))
+
+
+def rate_limit_redis_url() -> str:
+    """Redis for the token buckets; empty: the database."""
+    return setting("CAMPAIGNS_RATE_LIMIT_REDIS_URL") or ""
+
+
+def template_cache_ttl() -> float:
+    """Seconds between two checks of the database template loader for edits."""
+    return float(setting("CAMPAIGNS_TEMPLATE_CACHE_TTL"))

@@ -1,0 +1,66 @@
+"""campaigns.messages: one builder for what is sent, previewed, test-sent and dry-run."""
+
+from __future__ import annotations
+
+import pytest
+from django.utils import timezone
+
+from campaigns.messages import Option, campaign_message_builder
+from campaigns.services import batches
+from campaigns.services.previews import campaign_preview, campaign_sample_recipients
+from campaigns.services.runs import run_start
+from tests.campaigns.services.helpers import address, make_campaign
+
+pytestmark = pytest.mark.django_db
+
+
+def _shape(message) -> dict:
+    """A message without what differs by design between a run and a preview: the run's
+    identity (uuids, expiry, run id)."""
+    fields = {
+        name: getattr(message, name)
+        for name in ("app_label", "name", "recipient", "language", "context", "options")
+    }
+    fields["options"] = {k: v for k, v in message.options.items() if k != Option.RUN_ID}
+    return fields
+
+
+def test_preview_and_dispatch_build_the_same_message_for_a_recipient(
+    dispatch_settings, django_capture_on_commit_callbacks, monkeypatch
+):
+    campaign = make_campaign(3, language="fr", context={"headline": "Spring"})
+    sent = {}
+    build = batches._messages
+
+    def capture(batch, due):
+        messages = build(batch, due)
+        sent.update({m.recipient.email_address: m for m in messages})
+        return messages
+
+    monkeypatch.setattr(batches, "_messages", capture)
+    with django_capture_on_commit_callbacks(execute=True):
+        run_start(campaign_id=campaign.pk, due_at=timezone.now().replace(microsecond=0))
+
+    recipient = next(
+        r for r in campaign_sample_recipients(campaign=campaign) if r.email == address(0)
+    )
+    previewed = campaign_preview(campaign=campaign, recipient=recipient).message
+    dispatched = sent[address(0)]
+    assert _shape(previewed) == _shape(dispatched)
+    # What the operator checks in the preview is there: the signed link and its headers.
+    link = dispatched.context["unsubscribe_url"]
+    assert dispatched.options[Option.HEADERS]["List-Unsubscribe"] == f"<{link}>"
+    assert dispatched.options[Option.RUN_ID] == campaign.runs.get().pk
+    assert Option.RUN_ID not in previewed.options
+
+
+def test_each_built_message_has_its_own_context_and_options(db):
+    campaign = make_campaign(2, context={"items": [1, 2]})
+    builder = campaign_message_builder(campaign=campaign)
+    first, second = campaign_sample_recipients(campaign=campaign)
+    one, two = builder.build(first), builder.build(second)
+    one.context["extra"] = True
+    one.options[Option.HEADERS]["X-Test"] = "1"
+    assert "extra" not in two.context
+    assert "X-Test" not in two.options[Option.HEADERS]
+    assert one.context["unsubscribe_url"] != two.context["unsubscribe_url"]
