@@ -9,7 +9,7 @@ from django.urls import reverse
 from stevedore import ExtensionManager
 from stevedore.extension import Extension
 
-import campaigns.admin_audience  # noqa: F401  (registers the audience admin)
+import campaigns.admin.audience  # noqa: F401  (registers the audience admin)
 from campaigns import resolvers
 from campaigns.models import OptOut, PolicyToggle, RecipientSource
 from tests.campaigns import factories as f

@@ -11,7 +11,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from tablib import Dataset
 
-import campaigns.admin_audience  # noqa: F401  (registers the audience admin)
+import campaigns.admin.audience  # noqa: F401  (registers the audience admin)
 from campaigns.models import RecipientListEntry
 from campaigns.resources import (
     DUPLICATE_IN_FILE,

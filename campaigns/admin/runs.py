@@ -1,7 +1,8 @@
-"""Dispatch's part of the campaign admin: schedule, pause, resume, cancel, resend unknown, and
-live progress.
+"""Sending a campaign from the admin: schedule, pause, resume, cancel, resend unknown, and the
+runs with their live progress.
 
-``CampaignAdmin(DispatchActionsMixin, admin.ModelAdmin)`` (campaigns/admin.py) gets from here:
+``CampaignAdmin(DispatchActionsMixin, admin.ModelAdmin)`` (campaigns/admin/campaigns.py) gets
+from here:
 
 * admin actions on the change list, each checking its permission on the server
   (``campaigns.schedule_campaign`` for schedule/pause/resume/cancel,
@@ -9,9 +10,10 @@ live progress.
 * the same operations as buttons on a campaign's page (``get_dispatch_object_tools``), posted
   to views from ``get_dispatch_urls``;
 * a JSON progress endpoint (``<id>/progress/``, needs ``view_campaign``) polled every two
-  seconds by ``campaigns/admin/dispatch_progress.js``, which updates each run's progress bar,
-  messages per minute and ETA in the runs table while a run is unfinished;
-* schedule clean-up when a campaign is deleted.
+  seconds by ``static/campaigns/admin/dispatch_progress.js``, which updates each run's
+  progress bar, messages per minute and ETA in the runs table while a run is unfinished;
+* schedule clean-up when a campaign is deleted;
+* :class:`CampaignRunInline`, the runs table with a progress cell per run.
 """
 
 from __future__ import annotations
@@ -29,10 +31,9 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from campaigns import services
 from campaigns.exceptions import CampaignError
 from campaigns.models import Campaign, CampaignRun
-from campaigns.services import dispatch as dispatch_services
-from campaigns.services import schedules as schedule_services
 
 MSG_SCHEDULED = "“%(name)s” is scheduled."
 MSG_STARTED = "“%(name)s” is being sent now."
@@ -46,7 +47,7 @@ MSG_COUNT = "%(count)d of %(total)d campaign(s): %(what)s."
 #: How often the change page polls the progress endpoint (milliseconds).
 PROGRESS_POLL_MS = 2000
 
-UNFINISHED_RUN = Q(status__in=dispatch_services.UNFINISHED)
+UNFINISHED_RUN = Q(status__in=CampaignRun.UNFINISHED)
 
 
 def _errors(exc: ValidationError | CampaignError) -> str:
@@ -56,30 +57,30 @@ def _errors(exc: ValidationError | CampaignError) -> str:
 
 
 def _schedule(campaign: Campaign, user: Any) -> str:
-    schedule_services.campaign_schedule(campaign=campaign)
+    services.campaign_schedule(campaign=campaign)
     now = campaign.schedule_kind == Campaign.ScheduleKind.NOW
     return (MSG_STARTED if now else MSG_SCHEDULED) % {"name": campaign.name}
 
 
 def _pause(campaign: Campaign, user: Any) -> str:
-    runs = dispatch_services.campaign_pause(campaign=campaign)
+    runs = services.campaign_pause(campaign=campaign)
     return MSG_PAUSED % {"name": campaign.name, "runs": runs}
 
 
 def _resume(campaign: Campaign, user: Any) -> str:
-    runs = dispatch_services.campaign_resume(campaign=campaign)
+    runs = services.campaign_resume(campaign=campaign)
     return MSG_RESUMED % {"name": campaign.name, "runs": runs}
 
 
 def _cancel(campaign: Campaign, user: Any) -> str:
-    runs = dispatch_services.campaign_cancel(campaign=campaign)
+    runs = services.campaign_cancel(campaign=campaign)
     return MSG_CANCELLED % {"name": campaign.name, "runs": runs}
 
 
 def _resend_unknown(campaign: Campaign, user: Any) -> str:
     count = 0
     for run in campaign.runs.filter(unknown__gt=0).exclude(UNFINISHED_RUN):
-        count += dispatch_services.run_resend_unknown(run=run, user=user)
+        count += services.run_resend_unknown(run=run, user=user)
     if not count:
         raise CampaignError(MSG_NOTHING_TO_RESEND % {"name": campaign.name})
     return MSG_RESENT % {"count": count, "name": campaign.name}
@@ -258,7 +259,7 @@ class DispatchActionsMixin:
         return JsonResponse(
             {
                 "campaign": {"id": campaign.pk, "status": campaign.status},
-                "runs": [dispatch_services.run_progress(run=run) for run in runs],
+                "runs": [services.run_progress(run=run) for run in runs],
                 "poll_ms": PROGRESS_POLL_MS,
             }
         )
@@ -266,7 +267,7 @@ class DispatchActionsMixin:
     def run_progress_html(self, run: CampaignRun) -> str:
         """A run's progress cell: a bar, counts, messages per minute and an ETA, refreshed by
         the change page's script while the run is unfinished."""
-        progress = dispatch_services.run_progress(run=run)
+        progress = services.run_progress(run=run)
         url = reverse(
             f"admin:{Campaign._meta.app_label}_{Campaign._meta.model_name}_progress",
             args=[run.campaign_id],
@@ -295,10 +296,59 @@ class DispatchActionsMixin:
     # -- deleting a campaign removes its schedule --------------------------------------------
 
     def delete_model(self, request: HttpRequest, obj: Campaign) -> None:
-        schedule_services.campaign_schedule_delete(campaign=obj)
+        services.campaign_schedule_delete(campaign=obj)
         super().delete_model(request, obj)  # type: ignore[misc]
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
         for campaign in queryset:
-            schedule_services.campaign_schedule_delete(campaign=campaign)
+            services.campaign_schedule_delete(campaign=campaign)
         super().delete_queryset(request, queryset)  # type: ignore[misc]
+
+
+class CampaignRunInline(admin.TabularInline):
+    """A campaign's runs with counts per status (read-only)."""
+
+    model = CampaignRun
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = False
+    fields = [
+        "due_at",
+        "status",
+        "progress",
+        "total",
+        "sent",
+        "denied",
+        "failed",
+        "expired",
+        "skipped",
+        "unknown",
+        "started_at",
+        "finished_at",
+        "deliveries_link",
+    ]
+    readonly_fields = fields
+    ordering = ["-due_at"]
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    @admin.display(description="progress")
+    def progress(self, run: CampaignRun) -> str:
+        return self.parent_admin.run_progress_html(run)
+
+    @admin.display(description="log")
+    def deliveries_link(self, run: CampaignRun) -> str:
+        url = reverse("admin:campaigns_delivery_changelist") + f"?run__id__exact={run.pk}"
+        return format_html('<a href="{}">deliveries</a>', url)
+
+    def __init__(self, parent_model, admin_site, parent_admin=None):
+        super().__init__(parent_model, admin_site)
+        self.parent_admin = parent_admin
