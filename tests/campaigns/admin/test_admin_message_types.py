@@ -6,7 +6,7 @@ from django.core import mail
 from django.urls import reverse
 
 from campaigns.models import MessageTypeDefinition, TemplatePart
-from tests.campaigns.admin_utils import admin_form_data, inline_prefixes, messages_of
+from tests.campaigns.admin.helpers import admin_form_data, inline_prefixes, messages_of
 from tests.campaigns.factories import (
     MessageTypeDefinitionFactory,
     TemplatePartFactory,

@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from campaigns.models import Campaign
-from tests.campaigns.admin_utils import admin_form_data, messages_of
+from tests.campaigns.admin.helpers import admin_form_data, messages_of
 from tests.campaigns.factories import (
     CampaignFactory,
     CampaignRunFactory,

@@ -16,7 +16,7 @@ from campaigns.models import (
     PolicyToggle,
     RecipientSource,
 )
-from tests.campaigns.admin_utils import admin_form_data, inline_prefixes, messages_of
+from tests.campaigns.admin.helpers import admin_form_data, inline_prefixes, messages_of
 from tests.campaigns.factories import UserFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("camp_admin_env")]
