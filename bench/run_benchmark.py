@@ -652,12 +652,13 @@ def instrument(timer: StageTimer) -> None:
     import ace.renderers
     import ace.utils.signals
     import campaigns.resolvers
-    import campaigns.services.dispatch as dispatch
+    import campaigns.services.batches as batches
+    from campaigns.querysets import DeliveryQuerySet
 
     stages = [
         (campaigns.resolvers.QuerySetResolver, "recipients_for_ids", "resolve"),
         (campaigns.resolvers.QuerySetResolver, "iter_id_chunks", "resolve"),
-        (dispatch, "_personalize", "personalize"),
+        (batches, "_messages", "personalize"),
         (ace.policy, "decide", "policy"),
         (ace.policy, "evaluate", "policy"),
         (ace.renderers.AbstractRenderer, "render_templates", "render"),
@@ -668,18 +669,16 @@ def instrument(timer: StageTimer) -> None:
         (ace.channel.smtp_pipelining.PipelinedSMTPTransport, "close", "SMTP"),
         (ace.batch, "send_ace_message_sent_signal", "signals"),
     ]
-    stages += [
-        (dispatch, name, "log")
-        for name in ("_claim", "_read_back", "_mark_sending", "_transition", "run_complete_if_done")
-    ]
+    stages += [(batches, name, "log") for name in ("_claim", "run_complete_if_done")]
+    stages += [(DeliveryQuerySet, name, "log") for name in ("rows", "mark_sending", "record")]
     for owner, attribute, stage in stages:
         if hasattr(owner, attribute):
             timer.wrap(owner, attribute, stage)
         else:
             log(f"!! profile: {getattr(owner, '__name__', owner)}.{attribute} is gone; not timed")
     # A context manager: time what it does on entry and exit (the batch's policy look-ups).
-    if hasattr(dispatch, "policies_prefetched"):
-        timer.wrap_context_manager(dispatch, "policies_prefetched", "policy")
+    if hasattr(batches, "policies_prefetched"):
+        timer.wrap_context_manager(batches, "policies_prefetched", "policy")
 
 
 def run_profile(args: argparse.Namespace, count: int, sink: Sink) -> dict[str, Any]:
@@ -687,7 +686,7 @@ def run_profile(args: argparse.Namespace, count: int, sink: Sink) -> dict[str, A
     from django.db import connection, reset_queries
     from django.test.utils import CaptureQueriesContext
 
-    from campaigns.services.dispatch import run_start
+    from campaigns.services.runs import run_start
     from config.celery import app
 
     app.conf.task_always_eager = True  # batches run inline, in this process
