@@ -11,6 +11,7 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import ngettext, ngettext_lazy
 from import_export.admin import ImportExportModelAdmin
 from import_export.formats.base_formats import CSV, XLSX
 
@@ -25,7 +26,11 @@ from campaigns.resources import RecipientListEntryResource
 from campaigns.services.recipients import recipient_source_preview
 
 PREVIEW_LIMIT = 20
-IMPORT_FAILED = "Nothing was imported: {count} row(s) had errors. Fix the file and upload it again."
+IMPORT_FAILED = ngettext_lazy(
+    "Nothing was imported: %(count)d row had errors. Fix the file and upload it again.",
+    "Nothing was imported: %(count)d rows had errors. Fix the file and upload it again.",
+    "count",
+)
 
 
 # Recipient lists ----------------------------------------------------------------------------
@@ -126,7 +131,7 @@ class RecipientListEntryAdmin(ImportExportModelAdmin):
         if result.has_errors() or result.has_validation_errors():
             messages.error(
                 request,
-                IMPORT_FAILED.format(count=len(result.invalid_rows) + len(result.row_errors())),
+                IMPORT_FAILED % {"count": len(result.invalid_rows) + len(result.row_errors())},
             )
             return HttpResponseRedirect(reverse("admin:campaigns_recipientlistentry_import"))
         return super().process_result(result, request)
@@ -172,8 +177,12 @@ class RecipientSourceAdmin(admin.ModelAdmin):
             ),
         )
         return format_html(
-            "<p><strong>{}</strong> recipient(s). First {}:</p>"
-            "<table><thead><tr><th>Key</th><th>Email</th><th>First name</th><th>Language</th>"
+            ngettext(
+                "<p><strong>{}</strong> recipient. First {}:</p>",
+                "<p><strong>{}</strong> recipients. First {}:</p>",
+                preview.count,
+            )
+            + "<table><thead><tr><th>Key</th><th>Email</th><th>First name</th><th>Language</th>"
             "<th>Time zone</th></tr></thead><tbody>{}</tbody></table>",
             preview.count,
             len(preview.recipients),

@@ -12,6 +12,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import ngettext_lazy
 
 from campaigns.admin.previews import change_url, preview_response, test_send_response
 from campaigns.admin.runs import CampaignRunInline, DispatchActionsMixin
@@ -25,6 +26,9 @@ from campaigns.services.dry_run import campaign_dry_run
 MSG_APPROVED = "Campaign “%(name)s” is approved."
 MSG_BACK_TO_DRAFT = "Campaign “%(name)s” was approved; your edit sent it back to draft."
 MSG_RETURNED_TO_DRAFT = "Campaign “%(name)s” is a draft again."
+MSG_APPROVED_COUNT = ngettext_lazy(
+    "%(count)d campaign approved.", "%(count)d campaigns approved.", "count"
+)
 MSG_UNPROVIDED = (
     "The templates print %(names)s, which neither the campaign context nor its recipients"
     " provide: those would render blank."
@@ -171,7 +175,7 @@ class CampaignAdmin(DispatchActionsMixin, admin.ModelAdmin):
             except CampaignError as exc:
                 self.message_user(request, exc.message, messages.ERROR)
         if approved:
-            self.message_user(request, f"{approved} campaign(s) approved.", messages.SUCCESS)
+            self.message_user(request, MSG_APPROVED_COUNT % {"count": approved}, messages.SUCCESS)
 
     # -- extra views -----------------------------------------------------------------------
 

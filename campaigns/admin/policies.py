@@ -10,11 +10,15 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.translation import ngettext_lazy
 
 from campaigns.forms import PolicyToggleForm
 from campaigns.models import OptOut, PolicyToggle
 from campaigns.services.optouts import optout_create
 from campaigns.services.policies import policy_toggle_set
+
+MSG_ENABLED = ngettext_lazy("%(count)d toggle enabled.", "%(count)d toggles enabled.", "count")
+MSG_DISABLED = ngettext_lazy("%(count)d toggle disabled.", "%(count)d toggles disabled.", "count")
 
 # Policy toggles -----------------------------------------------------------------------------
 
@@ -51,8 +55,8 @@ class PolicyToggleAdmin(admin.ModelAdmin):
                 changed += 1
             except ValidationError as exc:
                 refused.append(f"{toggle}: {'; '.join(exc.messages)}")
-        state = "enabled" if enabled else "disabled"
-        self.message_user(request, f"{changed} toggle(s) {state}.", messages.SUCCESS)
+        done = MSG_ENABLED if enabled else MSG_DISABLED
+        self.message_user(request, done % {"count": changed}, messages.SUCCESS)
         for line in refused:
             self.message_user(request, line, messages.ERROR)
 

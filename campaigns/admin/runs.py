@@ -30,6 +30,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonRes
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.translation import ngettext_lazy
 
 from campaigns import services
 from campaigns.exceptions import CampaignError
@@ -37,12 +38,33 @@ from campaigns.models import Campaign, CampaignRun
 
 MSG_SCHEDULED = "“%(name)s” is scheduled."
 MSG_STARTED = "“%(name)s” is being sent now."
-MSG_PAUSED = "“%(name)s” is paused (%(runs)d run(s) paused)."
-MSG_RESUMED = "“%(name)s” is resumed (%(runs)d run(s) resumed)."
-MSG_CANCELLED = "“%(name)s” is cancelled (%(runs)d run(s) cancelled)."
-MSG_RESENT = "%(count)d unknown deliveries of “%(name)s” will be resent."
+# The plural form follows the number named last (e.g. MSG_PAUSED % {"name": ..., "runs": 3}).
+MSG_PAUSED = ngettext_lazy(
+    "“%(name)s” is paused (%(runs)d run paused).",
+    "“%(name)s” is paused (%(runs)d runs paused).",
+    "runs",
+)
+MSG_RESUMED = ngettext_lazy(
+    "“%(name)s” is resumed (%(runs)d run resumed).",
+    "“%(name)s” is resumed (%(runs)d runs resumed).",
+    "runs",
+)
+MSG_CANCELLED = ngettext_lazy(
+    "“%(name)s” is cancelled (%(runs)d run cancelled).",
+    "“%(name)s” is cancelled (%(runs)d runs cancelled).",
+    "runs",
+)
+MSG_RESENT = ngettext_lazy(
+    "%(count)d unknown delivery of “%(name)s” will be resent.",
+    "%(count)d unknown deliveries of “%(name)s” will be resent.",
+    "count",
+)
 MSG_NOTHING_TO_RESEND = "“%(name)s” has no unknown deliveries in a finished run."
-MSG_COUNT = "%(count)d of %(total)d campaign(s): %(what)s."
+MSG_COUNT = ngettext_lazy(
+    "%(count)d of %(total)d campaign: %(what)s.",
+    "%(count)d of %(total)d campaigns: %(what)s.",
+    "total",
+)
 
 #: How often the change page polls the progress endpoint (milliseconds).
 PROGRESS_POLL_MS = 2000

@@ -55,7 +55,7 @@ def test_source_page_shows_the_count_and_the_first_recipients(admin_client):
     source = f.RecipientSourceFactory(resolver="group_members", parameters={"group": group.pk})
     response = admin_client.get(reverse("admin:campaigns_recipientsource_change", args=[source.pk]))
     body = response.content.decode()
-    assert "<strong>25</strong> recipient(s). First 20:" in body
+    assert "<strong>25</strong> recipients. First 20:" in body
     assert members[0].email in body and members[19].email in body
     assert members[20].email not in body
 

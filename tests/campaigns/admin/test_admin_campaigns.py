@@ -205,7 +205,7 @@ def test_approve_action_needs_permission(client, operator, approver, campaign):
     assert campaign.status == S.DRAFT
     client.force_login(approver)
     response = client.post(changelist, data, follow=True)
-    assert any("1 campaign(s) approved" in m for m in messages_of(response))
+    assert any("1 campaign approved" in m for m in messages_of(response))
     campaign.refresh_from_db()
     assert campaign.status == S.APPROVED
 

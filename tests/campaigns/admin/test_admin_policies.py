@@ -60,7 +60,7 @@ def test_toggle_actions_switch_policies_and_report_counts(admin_client):
         {"action": "disable_toggles", "_selected_action": [toggle.pk]},
         follow=True,
     )
-    assert "1 toggle(s) disabled." in response.content.decode()
+    assert "1 toggle disabled." in response.content.decode()
     toggle.refresh_from_db()
     assert toggle.enabled is False
 

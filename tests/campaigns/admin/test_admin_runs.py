@@ -79,7 +79,7 @@ def test_schedule_and_pause_actions_call_the_services(client, dispatch_settings)
     login(client, VIEW, CHANGE, SCHEDULE)
 
     page = post_action(client, "schedule_selected", campaign)
-    assert "1 of 1 campaign(s): schedule." in page.content.decode()
+    assert "1 of 1 campaign: schedule." in page.content.decode()
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.SCHEDULED
     assert PeriodicTask.objects.get(name=periodic_task_name(campaign)).enabled
@@ -151,7 +151,7 @@ def test_resend_unknown_needs_its_own_permission(client, dispatch_settings):
     change = client.get(reverse("admin:campaigns_campaign_change", args=[campaign.pk]))
     assert url in change.content.decode()
     page = client.post(url, follow=True)
-    assert "1 unknown deliveries" in page.content.decode()
+    assert "1 unknown delivery of" in page.content.decode()
     assert run.deliveries.filter(status=Delivery.Status.UNKNOWN).count() == 0
     run.refresh_from_db()
     assert (run.status, run.unknown) == (CampaignRun.Status.RUNNING, 0)
