@@ -276,7 +276,7 @@ class CampaignForm(forms.ModelForm):
                 )
 
     def _check_schedule(self, cleaned: dict) -> None:
-        """The dispatch helper's schedule rules (crontab via celery's parser, future times...)."""
+        """The schedule service's rules (crontab via celery's parser, future times...)."""
         from campaigns.services.schedules import campaign_schedule_validate
 
         if any(f in self.errors for f in ("schedule_kind", "time_zone")):

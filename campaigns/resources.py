@@ -211,7 +211,7 @@ class RecipientListEntryResource(resources.ModelResource):
         ]
 
 
-# Delivery log (camp-admin) --------------------------------------------------------------------
+# Delivery log -------------------------------------------------------------------------------
 
 #: Export column -> the ``values()`` key it is read from (one joined query per chunk).
 DELIVERY_COLUMNS: dict[str, str] = {

@@ -13,7 +13,7 @@ from campaigns.models import (
 )
 
 # ----------------------------------------------------------------------------------------------
-# Channels and message types (camp-admin)
+# Channels and message types
 # ----------------------------------------------------------------------------------------------
 
 
@@ -65,7 +65,7 @@ def message_type_channels(*, definition: MessageTypeDefinition) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Campaigns, runs and the delivery log (camp-admin)
+# The delivery log and users
 # ----------------------------------------------------------------------------------------------
 
 

@@ -1,5 +1,5 @@
-"""The dispatch part of the campaign admin: permission-checked actions and buttons, the live
-progress endpoint and its script, schedule clean-up on delete."""
+"""Sending from the campaign admin (campaigns/admin/runs.py): permission-checked actions and
+buttons, the live progress endpoint and its script, schedule clean-up on delete."""
 
 from __future__ import annotations
 
