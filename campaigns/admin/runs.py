@@ -34,7 +34,7 @@ from django.utils.translation import ngettext_lazy
 
 from campaigns import services
 from campaigns.exceptions import CampaignError
-from campaigns.models import Campaign, CampaignRun
+from campaigns.models import Campaign, CampaignRun, Delivery
 
 MSG_SCHEDULED = "“%(name)s” is scheduled."
 MSG_STARTED = "“%(name)s” is being sent now."
@@ -340,12 +340,7 @@ class CampaignRunInline(admin.TabularInline):
         "status",
         "progress",
         "total",
-        "sent",
-        "denied",
-        "failed",
-        "expired",
-        "skipped",
-        "unknown",
+        *(status.value for status in Delivery.TERMINAL),  # the run's counter of each
         "started_at",
         "finished_at",
         "deliveries_link",
