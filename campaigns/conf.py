@@ -14,8 +14,8 @@ from django.conf import settings
 DEFAULTS: dict[str, Any] = {
     "CAMPAIGNS_BATCH_SIZE": 500,
     "CAMPAIGNS_SEND_CHUNK_SIZE": 250,
-    "CAMPAIGNS_SENDING_LEASE_SECONDS": 300.0,
-    "CAMPAIGNS_STALLED_RUN_SECONDS": 900.0,
+    "CAMPAIGNS_SENDING_LEASE_SECONDS": 60.0,
+    "CAMPAIGNS_STALLED_RUN_SECONDS": 120.0,
     "CAMPAIGNS_RETRY_BACKOFF_SECONDS": 30.0,
     "CAMPAIGNS_RETRY_BACKOFF_MAX_SECONDS": 1800.0,
     "CAMPAIGNS_DEFAULT_EXPIRATION_HOURS": 24,
@@ -44,7 +44,8 @@ def send_chunk_size() -> int:
 
 
 def sending_lease() -> dt.timedelta:
-    """How long a SENDING row belongs to the attempt that marked it (then: UNKNOWN)."""
+    """How long a SENDING row belongs to the attempt that marked it (then: UNKNOWN). A late
+    outcome of that attempt still replaces the UNKNOWN, so a short lease loses nothing."""
     return dt.timedelta(seconds=float(setting("CAMPAIGNS_SENDING_LEASE_SECONDS")))
 
 

@@ -205,10 +205,16 @@ class DeliveryQuerySet(models.QuerySet):
         changes: dict[int, DeliveryChange],
         expected: str,
         sent_at: dt.datetime | None = None,
+        attempts: dict[int, int] | None = None,
     ) -> Counter:
         """Apply new states to rows still in ``expected`` status and count them on the run, in
         one transaction. SENT rows (no per-row data) take one statement; others are locked,
-        then ``bulk_update``-d. Returns the terminal statuses actually recorded."""
+        then ``bulk_update``-d. Returns the terminal statuses actually recorded.
+
+        With ``attempts`` (the attempt number each row was sent by), a row that another
+        attempt marked UNKNOWN meanwhile (its lease ran out while this one was still
+        recording, e.g. through a database outage) takes the outcome too: a known outcome is
+        never thrown away."""
         status = self.model.Status
         counts: Counter = Counter()
         now = timezone.now()
@@ -257,9 +263,57 @@ class DeliveryQuerySet(models.QuerySet):
                         objs,
                         ["status", "reason", "exception_type", "next_attempt_at", "updated_at"],
                     )
+            if attempts:
+                counts += self._record_late(run_id, changes, attempts, sent_at or now)
             runs.count_terminal(
                 run_id=run_id, counts=counts - Counter({status.SENT: counts[status.SENT]})
             )
+        return counts
+
+    def _record_late(
+        self,
+        run_id: int,
+        changes: dict[int, DeliveryChange],
+        attempts: dict[int, int],
+        sent_at: dt.datetime,
+    ) -> Counter:
+        """Rows of ``changes`` that are UNKNOWN after the same attempt -> their outcome; the
+        run's ``unknown`` counter gives them back. Returns the statuses recorded (SENT is
+        counted on the run here, the others by the caller)."""
+        status = self.model.Status
+        late = [
+            pk
+            for pk, row_attempts in self.select_for_update()
+            .filter(pk__in=list(changes), status=status.UNKNOWN)
+            .values_list("pk", "attempts")
+            if attempts.get(pk) == row_attempts
+        ]
+        if not late:
+            return Counter()
+        now = timezone.now()
+        objs = []
+        counts: Counter = Counter()
+        for pk in late:
+            change = changes[pk]
+            objs.append(
+                self.model(
+                    pk=pk,
+                    status=change.status,
+                    reason=change.reason[:REASON_MAX],
+                    exception_type=change.exception_type[:100],
+                    next_attempt_at=change.next_attempt_at,
+                    sent_at=sent_at if change.status == status.SENT else None,
+                    updated_at=now,
+                )
+            )
+            if change.status in self.model.TERMINAL:
+                counts[change.status] += 1
+        self.bulk_update(
+            objs, ["status", "reason", "exception_type", "next_attempt_at", "sent_at", "updated_at"]
+        )
+        runs = _run_model(self.model).objects
+        runs.filter(pk=run_id).update(unknown=F("unknown") - len(late))
+        runs.count_terminal(run_id=run_id, counts=Counter({status.SENT: counts[status.SENT]}))
         return counts
 
     def _sent_and_counted(

@@ -18,9 +18,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from campaigns.models import CampaignRun
-from campaigns.services.batches import batch_deliver
+from campaigns.services.batches import batch_deliver, outcomes_from_json, outcomes_record
 from campaigns.services.recovery import runs_recover_stalled
-from campaigns.services.runs import run_start
+from campaigns.services.runs import run_complete_if_done, run_start
 
 logger = get_task_logger(__name__)
 
@@ -75,3 +75,25 @@ def deliver_batch(
 def recover_stalled_runs() -> dict[str, int]:
     """Beat task (``setup_periodic_tasks``): re-enqueue the work of runs that stopped moving."""
     return {str(run_id): count for run_id, count in runs_recover_stalled().items()}
+
+
+@shared_task(
+    name="campaigns.tasks.record_outcomes",
+    autoretry_for=KNOWN_RETRY_ERRORS,
+    retry_backoff=5,
+    retry_backoff_max=300,
+    max_retries=100,
+)
+def record_outcomes(
+    run_id: int, changes: dict[str, list], expected: str, attempts: dict[str, int]
+) -> dict[str, int]:
+    """Record delivery outcomes a batch could not write while the database was away."""
+    counts = outcomes_record(
+        run_id=run_id,
+        changes=outcomes_from_json(changes),
+        expected=expected,
+        attempts={int(pk): n for pk, n in attempts.items()},
+        hand_to_broker=False,
+    )
+    run_complete_if_done(run_id=run_id)
+    return dict(counts)

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 START_RUN = "campaigns.tasks.start_run"
 DELIVER_BATCH = "campaigns.tasks.deliver_batch"
+RECORD_OUTCOMES = "campaigns.tasks.record_outcomes"
 
 
 def deliver_batch(
@@ -40,3 +41,17 @@ def start_run(*, campaign_id: int, due_at: dt.datetime) -> None:
     kwargs = {"campaign_id": campaign_id, "due_at": due_at.isoformat()}
     task = current_app.tasks[START_RUN]
     transaction.on_commit(lambda: task.apply_async(kwargs=kwargs))
+
+
+def record_outcomes(
+    *, run_id: int, changes: dict[str, list], expected: str, attempts: dict[int, int] | None
+) -> None:
+    """Hand outcomes the database would not take to the broker, at once (not after a commit:
+    the database is what failed)."""
+    kwargs = {
+        "run_id": run_id,
+        "changes": changes,
+        "expected": expected,
+        "attempts": {str(pk): n for pk, n in (attempts or {}).items()},
+    }
+    current_app.tasks[RECORD_OUTCOMES].apply_async(kwargs=kwargs, countdown=5)

@@ -1,5 +1,10 @@
 """Recovery: enqueue again the work of a run that stopped moving (a task the broker lost).
 
+A run is stalled when nothing changed for ``CAMPAIGNS_STALLED_RUN_SECONDS`` although work is
+due; the beat task runs every minute, so a lost batch is picked up within about three minutes
+on any broker (a killed worker process's task comes back sooner: ``task_acks_late`` with
+``task_reject_on_worker_lost`` give it straight back to the broker).
+
 A row found in SENDING by a later attempt belongs to an attempt that died; the batch path marks
 it UNKNOWN once its lease is over (never resent silently). What this module covers is a task
 that never ran at all: one that failed on a bug or ran out of retries, a broker without
@@ -13,6 +18,7 @@ import datetime as dt
 import logging
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from campaigns import conf
@@ -27,21 +33,14 @@ def run_recover(*, run: CampaignRun, quiet_since: dt.datetime | None = None) -> 
     still resolving. Returns the number of tasks enqueued.
 
     Safe at any time: claims, terminal rows and SENDING leases make the duplicates harmless.
-    With ``quiet_since``, does nothing if the run changed any row since then or has a retry
-    scheduled for later (it is making progress, or waiting on purpose).
+    With ``quiet_since``, does nothing if the run changed since then (it is making progress)
+    or has nothing due: rows waiting for a retry at a later time are waiting on purpose, but
+    they no longer hide a lost batch, a due row or a row left SENDING past its lease.
     """
     if run.status not in CampaignRun.ACTIVE:
         return 0
-    if quiet_since is not None:
-        deliveries = Delivery.objects.filter(run=run)
-        if (
-            deliveries.filter(updated_at__gte=quiet_since).exists()
-            or deliveries.filter(
-                status=Delivery.Status.QUEUED, next_attempt_at__gt=timezone.now()
-            ).exists()
-            or RunBatch.objects.filter(run=run, claimed_at__gte=quiet_since).exists()
-        ):
-            return 0
+    if quiet_since is not None and not _stalled(run, quiet_since):
+        return 0
     enqueued = 0
     with transaction.atomic():
         if run.status == CampaignRun.Status.RESOLVING:
@@ -55,6 +54,30 @@ def run_recover(*, run: CampaignRun, quiet_since: dt.datetime | None = None) -> 
     if enqueued:
         log.warning("Run %s made no progress; enqueued %s task(s) again", run.pk, enqueued)
     return enqueued
+
+
+def _stalled(run: CampaignRun, quiet_since: dt.datetime) -> bool:
+    """Nothing moved since ``quiet_since`` although something is due: a batch never claimed,
+    a QUEUED row due, a SENDING row past its lease, or a resolution that stopped."""
+    deliveries = Delivery.objects.filter(run=run)
+    batches = RunBatch.objects.filter(run=run)
+    resolving = run.status == CampaignRun.Status.RESOLVING
+    if (
+        deliveries.filter(updated_at__gte=quiet_since).exists()
+        or batches.filter(claimed_at__gte=quiet_since).exists()
+        or (resolving and batches.filter(created_at__gte=quiet_since).exists())
+    ):
+        return False
+    now = timezone.now()
+    due = Q(status=Delivery.Status.QUEUED) & (
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    )
+    stale = Q(status=Delivery.Status.SENDING, updated_at__lte=now - conf.sending_lease())
+    return (
+        resolving
+        or batches.filter(claimed_at__isnull=True, paused_at__isnull=True).exists()
+        or deliveries.filter(due | stale).exists()
+    )
 
 
 def runs_recover_stalled(*, now: dt.datetime | None = None) -> dict[int, int]:

@@ -12,9 +12,9 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 PERIODIC_TASKS = {
     "campaigns: recover stalled runs": (
         "campaigns.tasks.recover_stalled_runs",
-        300,
-        "Every 5 minutes: enqueue again the work of campaign runs that stopped making progress "
-        "(lost tasks). See campaigns.services.dispatch.run_recover.",
+        60,
+        "Every minute: enqueue again the work of campaign runs that stopped making progress "
+        "although work is due (lost tasks). See campaigns.services.recovery.run_recover.",
     ),
 }
 

@@ -11,9 +11,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from ace.batch import BatchSender
 from ace.channel.django_email import DjangoEmailSession
 from ace.errors import FatalChannelDeliveryError, RecoverableChannelDeliveryError
 from campaigns.models import Campaign, CampaignRun, Delivery, RunBatch
+from campaigns.services import batches
 from campaigns.services.batches import REASON_INTERRUPTED, REASON_PREVIOUS_RUN, batch_deliver
 from campaigns.services.runs import run_start
 from tests.campaigns.services.helpers import (
@@ -268,3 +270,73 @@ def test_a_batch_costs_a_bounded_number_of_queries(dispatch_settings, enqueued, 
         if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))
     ]
     assert len(statements) / 500 <= 0.05, "\n".join(sql[:150] for sql in statements)
+
+
+def _terminate_backend(pid: int) -> None:
+    """Kill a PostgreSQL backend from another connection (as a database restart would)."""
+    import psycopg
+
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    with psycopg.connect(**params, autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outcomes_known_before_a_database_blip_are_recorded_not_lost(
+    dispatch_settings, postgres_service, monkeypatch
+):
+    """The worker's connection dies right after a send: the outcomes it holds are written on
+    a fresh connection, so nothing ends UNKNOWN and nothing is sent twice."""
+    monkeypatch.setattr(batches, "RECORD_RETRY_DELAYS", (0.05, 0.1, 0.2))
+    campaign = make_campaign(6)
+    original = BatchSender.deliver
+    blips: list[int] = []
+
+    def deliver_then_blip(self, prepared):
+        results = original(self, prepared)
+        if len(blips) < 2:  # two outages, in two different chunks
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                pid = cursor.fetchone()[0]
+            _terminate_backend(pid)
+            blips.append(pid)
+        return results
+
+    monkeypatch.setattr(BatchSender, "deliver", deliver_then_blip)
+    run = run_start(campaign_id=campaign.pk, due_at=timezone.now().replace(microsecond=0))
+
+    run.refresh_from_db()
+    assert len(blips) == 2
+    assert sorted(recipients_of_outbox()) == sorted(address(i) for i in range(6))
+    assert statuses(run) == {S.SENT: 6}
+    assert (run.sent, run.unknown, run.status) == (6, 0, CampaignRun.Status.COMPLETED)
+
+
+def test_a_late_outcome_replaces_the_unknown_its_own_attempt_was_given(dispatch_settings, enqueued):
+    """A row marked UNKNOWN (lease over) while its attempt was still recording takes that
+    attempt's outcome, and the run's counters move with it; another attempt's is refused."""
+    campaign = make_campaign(2)
+    run, _batch = claimed_run(campaign)
+    first, second = Delivery.objects.filter(run=run).order_by("pk")
+    Delivery.objects.filter(run=run).update(status=S.UNKNOWN, attempts=1)
+    CampaignRun.objects.filter(pk=run.pk).update(unknown=2)
+    sent = batches.DeliveryChange(S.SENT)
+
+    counts = batches.outcomes_record(
+        run_id=run.pk,
+        changes={first.pk: sent, second.pk: sent},
+        expected=S.SENDING,
+        attempts={first.pk: 1, second.pk: 2},  # the second was sent by an older attempt
+    )
+
+    run.refresh_from_db()
+    assert counts == {S.SENT: 1}
+    assert (run.sent, run.unknown) == (1, 1)
+    assert list(
+        Delivery.objects.filter(run=run).order_by("pk").values_list("status", flat=True)
+    ) == [
+        S.SENT,
+        S.UNKNOWN,
+    ]

@@ -99,6 +99,30 @@ def test_setup_periodic_tasks_declares_the_watchdog_once(db):
 
     task.refresh_from_db()
     assert task.task == "campaigns.tasks.recover_stalled_runs"
-    assert task.interval.every == 300
+    assert task.interval.every == 60
     assert not task.enabled
     assert PeriodicTask.objects.filter(task="campaigns.tasks.recover_stalled_runs").count() == 1
+
+
+def test_a_lost_batch_is_recovered_although_another_row_waits_for_a_later_retry(
+    dispatch_settings, django_capture_on_commit_callbacks, monkeypatch
+):
+    """A row with a retry scheduled in 20 minutes no longer hides a batch that was lost."""
+    run = lost_run(6, monkeypatch)  # two batches of 4 and 2, both lost
+    first = RunBatch.objects.filter(run=run).order_by("pk").first()
+    with monkeypatch.context() as patch:
+        patch.setattr(batches, "_deliver_chunks", lambda *args: None)
+        batch_deliver(run=run, recipient_ids=first.recipient_ids, batch_id=first.pk)
+    later = timezone.now() + dt.timedelta(minutes=20)
+    Delivery.objects.filter(run=run).update(next_attempt_at=later)
+    an_hour_ago = timezone.now() - dt.timedelta(hours=1)
+    Delivery.objects.filter(run=run).update(updated_at=an_hour_ago)
+    RunBatch.objects.filter(pk=first.pk).update(claimed_at=an_hour_ago)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        recovered = runs_recover_stalled()
+
+    assert recovered == {run.pk: 2}
+    # The lost second batch went out; the first batch's rows still wait for their retry.
+    assert sorted(to for m in mail.outbox for to in m.to) == [address(4), address(5)]
+    assert Delivery.objects.filter(run=run, status=S.QUEUED, next_attempt_at=later).count() == 4
