@@ -3,18 +3,32 @@
 ``aiosmtpd``, a test dependency).
 
 It records every accepted message (envelope sender, recipients, raw bytes) and lets a test
-choose, per recipient, a 4xx/5xx reply, a dropped connection or a slow reply, for a number of
-times or for ever, at one of three stages:
+choose, per address, a 4xx/5xx reply, a dropped connection or a slow reply, for a number of
+times or for ever, at one of four stages:
 
+* ``"mail_from"``: the ``MAIL FROM`` command (chosen by the *sender* address);
 * ``"rcpt"``: the ``RCPT TO`` command;
 * ``"data_command"``: the ``DATA`` command, before the server invites the content (354) --
   nothing of the message has been sent yet;
 * ``"data"``: after the whole content, final ``.`` line included, was received, in place of
   the server's reply to it.
 
-:meth:`RecordingSMTPServer.drop_after_accepting` keeps the message and then drops the
-connection without replying: the client cannot know the message was accepted (the case where
-a retry would deliver it twice).
+A rule's address is either a whole address (``"user1@example.org"``) or, without an ``@``, a
+token chosen by every address containing it (``"reject550"`` chooses
+``"reject550-7@example.org"``), so a test can spread faults over a batch by naming recipients.
+
+Beyond a plain reply, the server can misbehave the ways real servers do:
+
+* a ``421`` reply closes the connection after it is sent (as RFC 5321 says it should);
+* ``reply(..., keep_open=True)`` answers the error but leaves the transaction open (aiosmtpd
+  itself does this when its handler raises), so the next ``MAIL`` gets
+  ``503 Error: nested MAIL command`` unless the client sends ``RSET`` first;
+  :meth:`RecordingSMTPServer.fail_handler` makes the handler really raise;
+* :meth:`RecordingSMTPServer.drop_in_content` invites the content, then drops the connection
+  after its first line;
+* :meth:`RecordingSMTPServer.drop_after_accepting` keeps the message and then drops the
+  connection without replying: the client cannot know the message was accepted (the case
+  where a retry would deliver it twice).
 """
 
 from __future__ import annotations
@@ -33,7 +47,7 @@ import attrs
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
-STAGES = ("rcpt", "data_command", "data")
+STAGES = ("mail_from", "rcpt", "data_command", "data")
 
 # aiosmtpd logs every command at INFO; keep test output readable.
 logging.getLogger("mail.log").setLevel(logging.WARNING)
@@ -64,10 +78,22 @@ class ReceivedMessage:
 
 @attrs.define
 class _Rule:
-    action: str  # "reply", "drop", "delay" or "accept_and_drop"
+    # "reply", "drop", "delay", "accept_and_drop", "raise" or "cut" (drop in the content)
+    action: str
     reply: str = ""
     seconds: float = 0.0
     times: int | None = None  # None: for ever
+    keep_open: bool = False
+    close: bool = False
+
+
+class _KeepOpen(Exception):
+    """Raised by the handler so that aiosmtpd answers ``reply`` without ending the
+    transaction (its ``handle_exception`` path), like a server whose handler failed."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.reply = reply
 
 
 class _Handler:
@@ -80,7 +106,15 @@ class _Handler:
         extra = [f"250-{keyword}" for keyword in self.server.extensions]
         return [*responses[:-1], *extra, responses[-1]]
 
-    async def _apply(self, smtp: SMTP, stage: str, addresses: Iterable[str]) -> str | None:
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, _KeepOpen):
+            return error.reply
+        # What aiosmtpd itself answers when a handler raises (the transaction stays open).
+        return f"500 Error: ({error.__class__.__name__}) {error}"
+
+    async def rule(self, stage: str, addresses: Iterable[str]) -> _Rule | None:
+        """The rule to apply for the first of ``addresses`` that has one (delays are waited
+        here and do not stop the search)."""
         for address in addresses:
             rule = self.server._take_rule(stage, address)
             if rule is None:
@@ -88,25 +122,45 @@ class _Handler:
             if rule.action == "delay":
                 await asyncio.sleep(rule.seconds)
                 continue
-            if rule.action == "drop":
-                _abort(smtp)
-                return "421 4.4.2 Connection dropped by test"
-            if rule.action == "accept_and_drop":
-                return _ACCEPT_AND_DROP
-            return rule.reply
+            return rule
         return None
 
+    @staticmethod
+    def refuse(smtp: _CountingSMTP, rule: _Rule) -> str:
+        """Act on a refusing rule: the reply to send (or raise, or drop)."""
+        if rule.action == "drop":
+            _abort(smtp)
+            return "421 4.4.2 Connection dropped by test"
+        if rule.action == "raise":
+            raise RuntimeError("handler failed (test)")
+        smtp.close_after_reply = rule.close
+        if rule.keep_open:
+            raise _KeepOpen(rule.reply)
+        return rule.reply
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        rule = await self.rule("mail_from", [address])
+        if rule is not None:
+            if rule.keep_open:
+                envelope.mail_from = address  # the refused sender's transaction stays open
+            return self.refuse(server, rule)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        status = await self._apply(server, "rcpt", [address])
-        if status is not None:
-            return status
+        rule = await self.rule("rcpt", [address])
+        if rule is not None:
+            return self.refuse(server, rule)
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
-        status = await self._apply(server, "data", envelope.rcpt_tos)
-        if status is not None and status is not _ACCEPT_AND_DROP:
-            return status
+        if server.closing:  # a pipelined message behind a 421: not kept, no reply sent
+            return "421 4.3.0 Closing"
+        rule = await self.rule("data", envelope.rcpt_tos)
+        if rule is not None and rule.action != "accept_and_drop":
+            return self.refuse(server, rule)
         self.server._record(
             ReceivedMessage(
                 mail_from=envelope.mail_from,
@@ -115,13 +169,9 @@ class _Handler:
                 connection=getattr(server, "connection_number", 0),
             )
         )
-        if status is _ACCEPT_AND_DROP:
+        if rule is not None:  # accept_and_drop
             _abort(server)  # kept, but the client never hears so
         return "250 Message accepted for delivery"
-
-
-#: What ``_apply`` returns for an "accept_and_drop" rule (``handle_DATA`` acts on it).
-_ACCEPT_AND_DROP = "250 accepted, then dropped by test"
 
 
 def _abort(smtp: SMTP) -> None:
@@ -135,17 +185,35 @@ class _CountingSMTP(SMTP):
         super().__init__(*args, **kwargs)
         self._recorder = recorder
         self.connection_number = 0
+        self.close_after_reply = False  # set by a 421 rule: close once the reply is sent
+        self.closing = False
 
     def connection_made(self, transport: Any) -> None:
         self.connection_number = self._recorder._count_connection()
         super().connection_made(transport)
 
+    async def push(self, status: Any) -> None:
+        if self.closing:
+            return  # closing after a 421: nothing more is said (pipelined commands included)
+        await super().push(status)
+        if self.close_after_reply:
+            self.closing = True
+            if self.transport is not None:
+                self.transport.close()
+
     async def smtp_DATA(self, arg: str) -> None:
         # The "data_command" stage: act on the DATA command itself, before the 354 reply.
         if self.envelope is not None and self.envelope.rcpt_tos and not arg:
             handler = self.event_handler
-            status = await handler._apply(self, "data_command", list(self.envelope.rcpt_tos))
-            if status is not None:
+            rule = await handler.rule("data_command", list(self.envelope.rcpt_tos))
+            if rule is not None and rule.action == "cut":
+                await self.push("354 End data with <CR><LF>.<CR><LF>")
+                await self._reader.readuntil(b"\r\n")  # the first line of the content
+                _abort(self)
+                return
+            if rule is not None:
+                # refuse() raises to keep the transaction open (aiosmtpd answers the error).
+                status = handler.refuse(self, rule)
                 self._set_post_data_state()  # a refused DATA ends the transaction
                 if self.transport is not None and not self.transport.is_closing():
                     await self.push(status)
@@ -176,6 +244,8 @@ class RecordingSMTPServer:
 
         server = RecordingSMTPServer().start()
         server.reply("busy@example.org", "451 4.3.0 Try later")   # RCPT stage, for ever
+        server.reply("reject550", "550 5.1.1 No such user")       # any address containing it
+        server.reply("keep554", "554 5.7.1 No", stage="data", keep_open=True)  # misbehaving
         server.drop("gone@example.org", times=1)                    # one dropped connection
         server.drop_after_accepting("maybe@example.org", times=1)   # kept, reply never sent
         ...
@@ -235,18 +305,47 @@ class RecordingSMTPServer:
         return [m for m in self.messages if address in (r.lower() for r in m.rcpt_tos)]
 
     # Misbehaviour ---------------------------------------------------------------------------
+    # ``address``: a whole address, or a token (no "@") chosen by every address containing it.
 
-    def reply(self, address: str, reply: str, *, stage: str = "rcpt", times: int | None = None):
-        """Answer ``reply`` (e.g. ``"550 5.1.1 No such user"``) for this recipient."""
+    def reply(
+        self,
+        address: str,
+        reply: str,
+        *,
+        stage: str = "rcpt",
+        times: int | None = None,
+        keep_open: bool = False,
+        close: bool | None = None,
+    ) -> None:
+        """Answer ``reply`` (e.g. ``"550 5.1.1 No such user"``) for this address.
+
+        ``close``: close the connection once the reply is sent (default: for a ``421``).
+        ``keep_open``: leave the transaction open after the error (at ``"mail_from"``, with
+        the refused sender in it), so a next ``MAIL`` without ``RSET`` gets ``503``.
+        """
         code = reply[:3]
         if not (code.isdigit() and code[0] in "2345"):
             raise ValueError(f"An SMTP reply starts with a 3-digit code, got {reply!r}")
-        self._add_rule(stage, address, _Rule("reply", reply=reply, times=times))
+        if keep_open and stage == "rcpt":
+            raise ValueError("A refused RCPT leaves the transaction open anyway")
+        close = code == "421" if close is None else close
+        rule = _Rule("reply", reply=reply, times=times, keep_open=keep_open, close=close)
+        self._add_rule(stage, address, rule)
+
+    def fail_handler(self, address: str, *, stage: str = "data", times: int | None = None):
+        """Make the server's handler raise for this address: aiosmtpd then answers
+        ``500 Error: (RuntimeError) ...`` and keeps the transaction open."""
+        self._add_rule(stage, address, _Rule("raise", times=times))
 
     def drop(self, address: str, *, stage: str = "rcpt", times: int | None = None) -> None:
-        """Drop the connection when this recipient is reached (at ``"data"``: the content
+        """Drop the connection when this address is reached (at ``"data"``: the content
         was received, and is discarded)."""
         self._add_rule(stage, address, _Rule("drop", times=times))
+
+    def drop_in_content(self, address: str, *, times: int | None = None) -> None:
+        """Invite the content (354), then drop the connection after its first line: the
+        message is not kept, but the client may have written all of it."""
+        self._add_rule("data_command", address, _Rule("cut", times=times))
 
     def drop_after_accepting(self, address: str, *, times: int | None = None) -> None:
         """Accept (record) a message to this recipient, then drop the connection instead of
@@ -268,8 +367,18 @@ class RecordingSMTPServer:
             self._rules.setdefault((stage, address.lower()), []).append(rule)
 
     def _take_rule(self, stage: str, address: str) -> _Rule | None:
+        address = address.lower()
         with self._lock:
-            rules = self._rules.get((stage, address.lower()))
+            rules = self._rules.get((stage, address))
+            if not rules:  # a token contained in the address?
+                rules = next(
+                    (
+                        found
+                        for (rule_stage, key), found in self._rules.items()
+                        if found and rule_stage == stage and "@" not in key and key in address
+                    ),
+                    None,
+                )
             if not rules:
                 return None
             rule = rules[0]
