@@ -342,6 +342,7 @@ class CampaignRun(models.Model):
     expired = models.PositiveIntegerField(default=0)
     skipped = models.PositiveIntegerField(default=0)
     unknown = models.PositiveIntegerField(default=0)
+    cancelled = models.PositiveIntegerField(default=0)
     expires_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -372,6 +373,7 @@ class Delivery(models.Model):
         EXPIRED = "expired", "Expired"
         SKIPPED = "skipped", "Skipped (no address or device)"
         UNKNOWN = "unknown", "Unknown (interrupted)"
+        CANCELLED = "cancelled", "Cancelled"
 
     #: Where a delivery ends; each value is also the name of the run's counter of it.
     TERMINAL = (
@@ -381,6 +383,7 @@ class Delivery(models.Model):
         Status.EXPIRED,
         Status.SKIPPED,
         Status.UNKNOWN,
+        Status.CANCELLED,
     )
 
     run = models.ForeignKey(CampaignRun, on_delete=models.CASCADE, related_name="deliveries")

@@ -338,17 +338,17 @@ class DeliveryQuerySet(models.QuerySet):
             row = cursor.fetchone()
         return int(row[0]) if row else 0
 
-    def skip_queued(self, *, run_id: int, reason: str) -> Counter:
-        """A run's QUEUED rows -> SKIPPED with ``reason`` (one UPDATE), counted on the run."""
+    def cancel_queued(self, *, run_id: int, reason: str) -> Counter:
+        """A run's QUEUED rows -> CANCELLED with ``reason`` (one UPDATE), counted on the run."""
         status = self.model.Status
         with transaction.atomic():
-            skipped = self.filter(run_id=run_id, status=status.QUEUED).update(
-                status=status.SKIPPED,
+            cancelled = self.filter(run_id=run_id, status=status.QUEUED).update(
+                status=status.CANCELLED,
                 reason=reason,
                 next_attempt_at=None,
                 updated_at=timezone.now(),
             )
-            counts = Counter({status.SKIPPED: skipped}) if skipped else Counter()
+            counts = Counter({status.CANCELLED: cancelled}) if cancelled else Counter()
             _run_model(self.model).objects.count_terminal(run_id=run_id, counts=counts)
         return counts
 

@@ -46,7 +46,7 @@ from campaigns.models import CampaignRun, Delivery, RunBatch
 from campaigns.querysets import DeliveryChange, DeliveryRow, NewDelivery
 from campaigns.resolvers import ResolvedRecipient, resolver_class
 from campaigns.services import enqueue
-from campaigns.services.controls import run_skip_queued
+from campaigns.services.controls import run_cancel_queued
 from campaigns.services.policies import policies_prefetched
 from campaigns.services.ratelimit import rate_limit_take
 from campaigns.services.retries import DUE_SLACK, delivery_change
@@ -275,7 +275,7 @@ def _claim(batch: _Batch) -> list[DeliveryRow] | None:
     now = timezone.now()
     with transaction.atomic():
         # No lock on the run: if it is cancelled meanwhile, these QUEUED rows are never marked
-        # SENDING (that UPDATE checks the run) and the batch stopping sweeps them to SKIPPED.
+        # SENDING (that UPDATE checks the run) and the batch stopping sweeps them to CANCELLED.
         if not RunBatch.objects.filter(pk=batch.batch_id, run=run, claimed_at__isnull=True).update(
             claimed_at=now
         ):
@@ -473,7 +473,7 @@ def _stopped(batch: _Batch, status: str, ids: list[int]) -> BatchOutcome:
     batch.outcome.stopped = str(status)
     if status == RunStatus.CANCELLED:
         # A retry recorded while the run was being cancelled may have put rows back to QUEUED.
-        batch.outcome.counts += run_skip_queued(run_id=batch.run.pk)
+        batch.outcome.counts += run_cancel_queued(run_id=batch.run.pk)
     if status != RunStatus.PAUSED or batch.batch_id is None:
         return batch.outcome
     with transaction.atomic():

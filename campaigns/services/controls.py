@@ -89,21 +89,36 @@ def run_resume(*, run: CampaignRun) -> CampaignRun:
 
 def run_cancel(*, run: CampaignRun) -> int:
     """Cancel a run: nothing more is sent (rows being sent right now finish); its QUEUED rows
-    become SKIPPED with the reason. Returns how many rows were skipped."""
+    and the recipients of batches not claimed yet are counted CANCELLED, so its columns add
+    up to its total. Returns how many deliveries were cancelled."""
     with transaction.atomic():
         locked = _run_lock(run=run, allowed=CampaignRun.UNFINISHED, error=RUN_NOT_CANCELLABLE)
         locked.status = RunStatus.CANCELLED
         locked.finished_at = timezone.now()
         locked.save(update_fields=["status", "finished_at"])
+        unclaimed = _cancel_unclaimed_batches(locked)
     run.status = locked.status
     # A second transaction, not holding the run row: a batch recording outcomes locks rows
     # first and the run row last, so holding both here could deadlock with it.
-    return run_skip_queued(run_id=run.pk)[DeliveryStatus.SKIPPED]
+    return unclaimed + run_cancel_queued(run_id=run.pk)[DeliveryStatus.CANCELLED]
 
 
-def run_skip_queued(*, run_id: int) -> Counter:
-    """The QUEUED rows of a cancelled run -> SKIPPED, counted on the run."""
-    return Delivery.objects.skip_queued(run_id=run_id, reason=REASON_CANCELLED)
+def _cancel_unclaimed_batches(run: CampaignRun) -> int:
+    """Claim the run's unclaimed batches for the cancel and count their deliveries CANCELLED
+    (a batch that claims first keeps its rows, which the cancel then sweeps); returns that
+    count. Inside the caller's transaction, with the run's status already CANCELLED."""
+    channels = len(run.campaign.channels)
+    unclaimed = RunBatch.objects.filter(run=run, claimed_at__isnull=True)
+    count = sum(len(ids) * channels for ids in unclaimed.values_list("recipient_ids", flat=True))
+    unclaimed.update(claimed_at=timezone.now(), paused_at=None)
+    if count:
+        CampaignRun.objects.filter(pk=run.pk).update(cancelled=F("cancelled") + count)
+    return count
+
+
+def run_cancel_queued(*, run_id: int) -> Counter:
+    """The QUEUED rows of a cancelled run -> CANCELLED, counted on the run."""
+    return Delivery.objects.cancel_queued(run_id=run_id, reason=REASON_CANCELLED)
 
 
 def run_resend_unknown(*, run: CampaignRun, user: Any) -> int:
@@ -188,11 +203,15 @@ def campaign_cancel(*, campaign: Campaign) -> int:
         campaign_transition(campaign=campaign, to=Campaign.Status.CANCELLED)
         campaign_schedule_delete(campaign=campaign)
         runs = list(
-            CampaignRun.objects.filter(campaign=campaign, status__in=CampaignRun.UNFINISHED)
+            CampaignRun.objects.select_for_update()
+            .select_related("campaign")
+            .filter(campaign=campaign, status__in=CampaignRun.UNFINISHED)
         )
         CampaignRun.objects.filter(pk__in=[run.pk for run in runs]).update(
             status=RunStatus.CANCELLED, finished_at=timezone.now()
         )
+        for run in runs:
+            _cancel_unclaimed_batches(run)
     for run in runs:  # after the commit: see run_cancel
-        run_skip_queued(run_id=run.pk)
+        run_cancel_queued(run_id=run.pk)
     return len(runs)

@@ -111,7 +111,7 @@ def test_pause_stops_between_sub_chunks_and_resume_sends_the_rest_once(
     assert campaign.status == Campaign.Status.COMPLETED
 
 
-def test_cancel_skips_what_is_left_and_sends_nothing_more(
+def test_cancel_counts_everyone_left_as_cancelled_and_sends_nothing_more(
     dispatch_settings, django_capture_on_commit_callbacks, monkeypatch
 ):
     dispatch_settings.CAMPAIGNS_BATCH_SIZE = 6
@@ -131,8 +131,11 @@ def test_cancel_skips_what_is_left_and_sends_nothing_more(
     assert len(mail.outbox) == 2
     run = CampaignRun.objects.get(campaign=campaign)
     assert run.status == CampaignRun.Status.CANCELLED
-    assert statuses(run) == {S.SENT: 2, S.SKIPPED: 4}
-    assert set(run.deliveries.filter(status=S.SKIPPED).values_list("reason", flat=True)) == {
+    assert statuses(run) == {S.SENT: 2, S.CANCELLED: 4}
+    assert set(run.deliveries.filter(status=S.CANCELLED).values_list("reason", flat=True)) == {
         REASON_CANCELLED
     }
-    assert (run.sent, run.skipped) == (2, 4)
+    # The second batch was never claimed: its 6 recipients are counted cancelled too, so
+    # every recipient is in exactly one column and the columns add up to the total.
+    assert (run.total, run.sent, run.cancelled, run.skipped) == (12, 2, 10, 0)
+    assert RunBatch.objects.filter(run=run, claimed_at__isnull=True).count() == 0

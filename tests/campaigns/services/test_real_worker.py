@@ -200,3 +200,6 @@ def test_pause_resume_and_cancel_take_effect_within_a_batch(worker_factory, smtp
     assert rows[S.SENT] == final
     assert rows[S.QUEUED] == rows[S.SENDING] == 0
     assert max(received(smtp_server).values()) == 1
+    # Everyone resolved is in exactly one column, the unclaimed batches' recipients included.
+    columns = sum(getattr(run, str(status)) for status in Delivery.TERMINAL)
+    assert columns == run.total and run.cancelled == run.total - run.sent

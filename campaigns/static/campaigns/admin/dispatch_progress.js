@@ -17,7 +17,7 @@
     cell.dataset.finished = run.finished ? "1" : "0";
     var row = cell.closest("tr");
     if (!row) return;
-    ["status", "total", "sent", "denied", "failed", "expired", "skipped", "unknown"].forEach(
+    ["status", "total", "sent", "denied", "failed", "expired", "skipped", "unknown", "cancelled"].forEach(
       function (field) {
         var td = row.querySelector("td.field-" + field);
         if (td) td.textContent = field === "status" ? run.status_label : run[field];
