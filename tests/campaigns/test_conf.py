@@ -38,4 +38,4 @@ def test_the_environment_reaches_the_getters_and_unset_variables_leave_none():
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
     ).stdout.split()
-    assert out == ["None", "250", "77"]
+    assert out == ["None", "100", "77"]
