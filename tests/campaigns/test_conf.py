@@ -17,7 +17,7 @@ def test_a_setting_left_none_by_the_environment_takes_its_default(settings):
     settings.CAMPAIGNS_BATCH_SIZE = None
     settings.CAMPAIGNS_SENDING_LEASE_SECONDS = None
     assert conf.batch_size() == conf.DEFAULTS["CAMPAIGNS_BATCH_SIZE"] == 500
-    assert conf.sending_lease() == dt.timedelta(seconds=300)
+    assert conf.sending_lease() == dt.timedelta(seconds=60)
 
 
 def test_a_configured_setting_wins(settings):
