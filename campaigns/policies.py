@@ -49,15 +49,18 @@ from stevedore import ExtensionManager
 from ace.channel import ChannelType
 from ace.policy import POLICY_PLUGIN_NAMESPACE, Policy, PolicyResult
 from campaigns.models import Delivery, MessageTypeDefinition, OptOut, PolicyToggle
+from campaigns.parameters import (  # noqa: F401 - importable from here too
+    NO_PARAMETERS,
+    PARAMETERS_NOT_OBJECT,
+    UNKNOWN_PARAMETERS,
+    parameters_clean,
+)
 
 log = logging.getLogger(__name__)
 
 ALL_CHANNELS: frozenset[ChannelType] = frozenset(ChannelType)
 
 UNKNOWN_POLICY = "Unknown policy {name!r}; installed: {installed}."
-NO_PARAMETERS = "This policy takes no parameters (got {names})."
-PARAMETERS_NOT_OBJECT = "Parameters must be a JSON object."
-UNKNOWN_PARAMETERS = "Unknown parameter(s): {names}. Allowed: {allowed}."
 MISCONFIGURED = "policy {name} is misconfigured ({error}); denied to be safe"
 
 
@@ -87,42 +90,15 @@ def now() -> dt.datetime:
 def clean_parameters_with(
     form_class: type[forms.Form] | None, parameters: Any, *, initial_defaults: bool = True
 ) -> dict:
-    """Validate ``parameters`` (a JSON object) with ``form_class``; return the JSON to store.
-
-    Missing optional values take the fields' ``initial``. Errors name the parameter.
+    """Validate a policy's ``parameters`` (a JSON object) with ``form_class``; return the JSON
+    to store. Missing optional values take the fields' ``initial``. Errors name the parameter.
     """
-    if parameters in (None, ""):
-        parameters = {}
-    if not isinstance(parameters, dict):
-        raise ValidationError(PARAMETERS_NOT_OBJECT, code="not_object")
-    if form_class is None:
-        if parameters:
-            raise ValidationError(
-                NO_PARAMETERS.format(names=", ".join(sorted(parameters))), code="unexpected"
-            )
-        return {}
-    fields = form_class.base_fields
-    unknown = sorted(set(parameters) - set(fields))
-    if unknown:
-        raise ValidationError(
-            UNKNOWN_PARAMETERS.format(names=", ".join(unknown), allowed=", ".join(fields)),
-            code="unknown_parameter",
-        )
-    data = dict(parameters)
-    if initial_defaults:
-        for name, field in fields.items():
-            if name not in data and field.initial is not None:
-                data[name] = field.initial
-    form = form_class(data=data)
-    if not form.is_valid():
-        raise ValidationError(
-            [
-                ValidationError(f"{name}: {message}" if name != "__all__" else message)
-                for name, messages in form.errors.items()
-                for message in messages
-            ]
-        )
-    return dict(form.cleaned_data)
+    return parameters_clean(
+        form_class=form_class,
+        parameters=parameters,
+        kind="policy",
+        initial_defaults=initial_defaults,
+    )
 
 
 # Toggles ------------------------------------------------------------------------------------

@@ -28,6 +28,12 @@ from stevedore import ExtensionManager
 from ace.recipient import Recipient
 from ace.recipient_resolver import RecipientResolver
 from campaigns.models import RecipientList, RecipientListEntry, RecipientSource
+from campaigns.parameters import (  # noqa: F401 - importable from here too
+    NO_PARAMETERS,
+    PARAMETERS_NOT_OBJECT,
+    UNKNOWN_PARAMETERS,
+    parameters_clean,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +41,6 @@ NAMESPACE = "campaigns.recipient_resolver"
 DEFAULT_CHUNK_SIZE = 500
 
 UNKNOWN_RESOLVER = "Unknown recipient resolver {name!r}; installed: {installed}."
-PARAMETERS_NOT_OBJECT = "Parameters must be a JSON object."
-NO_PARAMETERS = "This resolver takes no parameters (got {names})."
-UNKNOWN_PARAMETERS = "Unknown parameter(s): {names}. Allowed: {allowed}."
 FILTER_NOT_OBJECT = 'Must be a JSON object of field lookups, e.g. {{"is_staff": true}}.'
 FILTER_BAD_LOOKUP = (
     "{key!r} is not an allowed lookup. Allowed fields: {fields}; lookups per field: {help}."
@@ -104,32 +107,13 @@ class CampaignRecipientResolver(RecipientResolver):
 
         Raises ``ValidationError`` whose messages name the parameter ("group: ...").
         """
-        if parameters in (None, ""):
-            parameters = {}
-        if not isinstance(parameters, dict):
-            raise ValidationError(PARAMETERS_NOT_OBJECT, code="not_object")
-        if cls.parameters_form is None:
-            if parameters:
-                raise ValidationError(
-                    NO_PARAMETERS.format(names=", ".join(sorted(parameters))), code="unexpected"
-                )
-            return {}
-        form = cls.parameters_form(data=parameters)
-        unknown = sorted(set(parameters) - set(form.fields))
-        if unknown:
-            raise ValidationError(
-                UNKNOWN_PARAMETERS.format(names=", ".join(unknown), allowed=", ".join(form.fields)),
-                code="unknown_parameter",
-            )
-        if not form.is_valid():
-            raise ValidationError(
-                [
-                    ValidationError(f"{name}: {message}" if name != "__all__" else message)
-                    for name, messages in form.errors.items()
-                    for message in messages
-                ]
-            )
-        return {k: _jsonable(v) for k, v in form.cleaned_data.items()}
+        cleaned = parameters_clean(
+            form_class=cls.parameters_form,
+            parameters=parameters,
+            kind="resolver",
+            initial_defaults=False,
+        )
+        return {k: _jsonable(v) for k, v in cleaned.items()}
 
     @classmethod
     def parameters_help(cls) -> str:

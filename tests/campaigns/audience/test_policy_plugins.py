@@ -310,7 +310,7 @@ def test_quiet_hours_windows(hour, start, end, quiet):
         ({"start_hour": 8, "end_hour": 8}, "start_hour and end_hour must differ"),
         ({"start_hour": 1, "end_hour": 2, "channels": ["fax"]}, "channels:"),
         ({"start_hour": 1, "end_hour": 2, "default_time_zone": "Mars/Base"}, "default_time_zone:"),
-        ({"start_hour": 1, "end_hour": 2, "quiet": True}, "Unknown parameter(s): quiet"),
+        ({"start_hour": 1, "end_hour": 2, "quiet": True}, "Unknown parameter: quiet"),
     ],
 )
 def test_quiet_hours_parameters_are_validated(parameters, fragment):
