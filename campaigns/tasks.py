@@ -18,7 +18,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from campaigns.models import CampaignRun
-from campaigns.services.batches import batch_deliver, outcomes_from_json, outcomes_record
+from campaigns.services.batches import batch_deliver
+from campaigns.services.outcomes import outcomes_from_json, outcomes_record
 from campaigns.services.recovery import runs_recover_stalled
 from campaigns.services.runs import run_complete_if_done, run_start
 

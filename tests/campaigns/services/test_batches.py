@@ -15,7 +15,8 @@ from ace.batch import BatchSender
 from ace.channel.django_email import DjangoEmailSession
 from ace.errors import FatalChannelDeliveryError, RecoverableChannelDeliveryError
 from campaigns.models import Campaign, CampaignRun, Delivery, RunBatch
-from campaigns.services import batches
+from campaigns.querysets import DeliveryChange
+from campaigns.services import outcomes
 from campaigns.services.batches import REASON_INTERRUPTED, REASON_PREVIOUS_RUN, batch_deliver
 from campaigns.services.runs import run_start
 from tests.campaigns.services.helpers import (
@@ -289,7 +290,7 @@ def test_outcomes_known_before_a_database_blip_are_recorded_not_lost(
 ):
     """The worker's connection dies right after a send: the outcomes it holds are written on
     a fresh connection, so nothing ends UNKNOWN and nothing is sent twice."""
-    monkeypatch.setattr(batches, "RECORD_RETRY_DELAYS", (0.05, 0.1, 0.2))
+    monkeypatch.setattr(outcomes, "RECORD_RETRY_DELAYS", (0.05, 0.1, 0.2))
     campaign = make_campaign(6)
     original = BatchSender.deliver
     blips: list[int] = []
@@ -322,9 +323,9 @@ def test_a_late_outcome_replaces_the_unknown_its_own_attempt_was_given(dispatch_
     first, second = Delivery.objects.filter(run=run).order_by("pk")
     Delivery.objects.filter(run=run).update(status=S.UNKNOWN, attempts=1)
     CampaignRun.objects.filter(pk=run.pk).update(unknown=2)
-    sent = batches.DeliveryChange(S.SENT)
+    sent = DeliveryChange(S.SENT)
 
-    counts = batches.outcomes_record(
+    counts = outcomes.outcomes_record(
         run_id=run.pk,
         changes={first.pk: sent, second.pk: sent},
         expected=S.SENDING,
