@@ -26,7 +26,7 @@ def _fresh_plugins() -> Iterator[None]:
 
 
 class Clock:
-    """A settable ``campaigns.policies.now``."""
+    """A settable ``campaigns.policies.clock.now``."""
 
     def __init__(self, when: dt.datetime) -> None:
         self.when = when
@@ -39,5 +39,5 @@ class Clock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     """Freeze the policies' clock at 2030-06-01 12:00 UTC; set ``clock.when`` to move it."""
     fixed = Clock(dt.datetime(2030, 6, 1, 12, 0, tzinfo=dt.UTC))
-    monkeypatch.setattr(policies, "now", fixed)
+    monkeypatch.setattr(policies.clock, "now", fixed)
     return fixed

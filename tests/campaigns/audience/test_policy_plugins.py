@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
 import zoneinfo
@@ -11,11 +12,13 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from stevedore import ExtensionManager
+from stevedore.extension import Extension
 
 from ace import policy as ace_policy
 from ace.channel import ChannelType
 from ace.message import Message
-from ace.policy import Policy, PolicyResult
+from ace.policy import POLICY_PLUGIN_NAMESPACE, Policy, PolicyResult
 from ace.recipient import Recipient
 from campaigns import policies
 from campaigns.models import Delivery
@@ -386,9 +389,21 @@ class DenyPushPolicy(Policy):
         return PolicyResult(deny={PUSH}, reason="no push here")
 
 
+@contextlib.contextmanager
 def _with_third_party_plugin():
-    classes = {**policies.installed_policy_classes(), "acme_no_push": DenyPushPolicy}
-    return mock.patch.object(policies, "installed_policy_classes", return_value=classes)
+    """The installed policy plugins plus ``acme_no_push``, as stevedore would find them."""
+    classes = policies.installed_policy_classes()
+    installed = [Extension(name, None, cls, None) for name, cls in classes.items()]
+    extra = Extension("acme_no_push", None, DenyPushPolicy, None)
+    manager = ExtensionManager.make_test_instance(
+        [*installed, extra], namespace=POLICY_PLUGIN_NAMESPACE
+    )
+    policies.reset_plugin_caches()
+    try:
+        with mock.patch.object(policies.plugins, "ExtensionManager", return_value=manager):
+            yield
+    finally:
+        policies.reset_plugin_caches()
 
 
 def test_a_third_party_policy_runs_only_where_toggled_on():

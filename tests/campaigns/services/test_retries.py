@@ -99,7 +99,7 @@ def test_quiet_hours_postpone_to_their_end_then_deliver_once(
     assert hop["ids"] == [entry_id] and hop["eta"] < quiet_end
 
     # Quiet hours are over (the policies' clock) and the retry is due (the row's time).
-    monkeypatch.setattr(policies, "now", lambda: quiet_end + dt.timedelta(minutes=1))
+    monkeypatch.setattr(policies.clock, "now", lambda: quiet_end + dt.timedelta(minutes=1))
     Delivery.objects.filter(pk=waiting.pk).update(next_attempt_at=timezone.now())
     enqueued.clear()
     batch_deliver(run=run, recipient_ids=followup["ids"], batch_id=batch.pk)
