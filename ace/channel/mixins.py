@@ -24,9 +24,15 @@ NO_FROM_ADDRESS = (
 NO_RECIPIENT_ADDRESS = "The message's recipient has no email address"
 HEADER_NEWLINE = "Newlines are not allowed in email header {name!r}"
 BAD_HEADERS_OPTION = "options['headers'] must be a mapping of header name to value"
+BAD_HEADER_NAME = (
+    "Invalid email header name {name!r}: a header name is one or more printable ASCII "
+    "characters (33-126) other than ':', with no space, CR or LF (RFC 5322)"
+)
 
 _WHITESPACE = re.compile(r"\s+")
 _NEWLINE = re.compile(r"[\r\n]")
+# RFC 5322 section 3.6.8: field-name = 1*ftext; ftext = %d33-57 / %d59-126 (no colon).
+_FIELD_NAME = re.compile(r"[!-9;-~]+")
 
 
 class EmailChannelMixin:
@@ -92,17 +98,26 @@ class EmailChannelMixin:
         Extra headers from ``options['headers']``.
 
         Raises:
-            FatalChannelDeliveryError: If it is not a mapping, or a name or value has a newline.
+            FatalChannelDeliveryError: If it is not a mapping, a name is not an RFC 5322 field
+                name (:meth:`check_header_name`), or a value has a newline.
         """
         headers = message.options.get("headers") or {}
         if not isinstance(headers, Mapping):
             raise FatalChannelDeliveryError(BAD_HEADERS_OPTION)
         checked = {}
         for name, value in headers.items():
-            EmailChannelMixin.check_header_value(str(name), str(name))
-            EmailChannelMixin.check_header_value(str(name), str(value))
-            checked[str(name)] = str(value)
+            name = str(name)
+            EmailChannelMixin.check_header_name(name)
+            EmailChannelMixin.check_header_value(name, str(value))
+            checked[name] = str(value)
         return checked
+
+    @staticmethod
+    def check_header_name(name: str) -> None:
+        """Refuse a header name that is not RFC 5322 ``1*ftext``: printable ASCII 33-126
+        except ``:`` (so no space, CR, LF, colon, control or non-ASCII character)."""
+        if not _FIELD_NAME.fullmatch(name):
+            raise FatalChannelDeliveryError(BAD_HEADER_NAME.format(name=name))
 
     @staticmethod
     def check_header_value(name: str, value: str) -> None:

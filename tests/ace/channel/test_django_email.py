@@ -18,7 +18,7 @@ from ace.channel.django_email import (
     breaks_connection,
     smtp_error_to_channel_error,
 )
-from ace.channel.mixins import HEADER_NEWLINE, NO_FROM_ADDRESS
+from ace.channel.mixins import BAD_HEADER_NAME, HEADER_NEWLINE, NO_FROM_ADDRESS
 from ace.channel.smtp_pipelining import SMTPReplyLost
 from ace.errors import (
     DeliveryOutcomeUnknownError,
@@ -123,6 +123,14 @@ def test_newline_in_a_header_is_refused_and_nothing_is_sent(smtp_backend):
     (outcome,) = ace.send(message)
     assert outcome.status is OutcomeStatus.FAILED
     assert outcome.reason == HEADER_NEWLINE.format(name="X-Evil")
+    assert smtp_backend.messages == []
+
+
+def test_a_bad_header_name_is_refused_and_nothing_is_sent(smtp_backend):
+    name = "X-Evil: a\r\nBcc"
+    (outcome,) = ace.send(make_message(options={"headers": {name: "victim@example.org"}}))
+    assert outcome.status is OutcomeStatus.FAILED
+    assert outcome.reason == BAD_HEADER_NAME.format(name=name)
     assert smtp_backend.messages == []
 
 

@@ -9,6 +9,7 @@ from ace_stubs import make_message
 
 from ace.channel import ChannelType
 from ace.channel.mixins import (
+    BAD_HEADER_NAME,
     BAD_HEADERS_OPTION,
     HEADER_NEWLINE,
     NO_FROM_ADDRESS,
@@ -76,6 +77,36 @@ def test_headers_are_checked():
     assert str(info.value) == HEADER_NEWLINE.format(name="X-A")
     with pytest.raises(FatalChannelDeliveryError):
         mixin.get_headers(make_message(options={"headers": {"X-A\n": "b"}}))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "X-A\n",
+        "X-A\r\nBcc",
+        "Bcc: victim@example.org\r\nX-A",
+        "X A",
+        "X-A:",
+        ":",
+        "",
+        "X\tA",
+        "X\x00A",
+        "X\x7fA",
+        "X-Zoë",
+        "X-\u2028A",
+    ],
+)
+def test_header_names_must_be_rfc_5322_field_names(name):
+    with pytest.raises(FatalChannelDeliveryError) as info:
+        mixin.get_headers(make_message(options={"headers": {name: "b"}}))
+    assert str(info.value) == BAD_HEADER_NAME.format(name=name)
+    assert "RFC 5322" in str(info.value)
+
+
+def test_every_printable_ascii_character_but_the_colon_is_a_valid_header_name_character():
+    name = "".join(chr(c) for c in range(33, 127) if c != ord(":"))
+    message = make_message(options={"headers": {name: "v", "X-Campaign-Id": "7"}})
+    assert mixin.get_headers(message) == {name: "v", "X-Campaign-Id": "7"}
 
 
 def test_simple_html_template_and_action_links():
