@@ -78,7 +78,7 @@ def test_resolver_plugins_appear_in_the_admin_choices(admin_client):
         [*builtins, Extension("vip", None, VipResolver, None)], namespace=resolvers.NAMESPACE
     )
     resolvers.available_resolvers.cache_clear()
-    with mock.patch.object(resolvers, "ExtensionManager", return_value=manager):
+    with mock.patch.object(resolvers.plugins, "ExtensionManager", return_value=manager):
         response = admin_client.get(reverse("admin:campaigns_recipientsource_add"))
         choices = dict(response.context["adminform"].form.fields["resolver"].choices)
         assert choices["vip"] == "VIP customers"

@@ -273,7 +273,7 @@ def _plugins_with_staff():
 def test_a_plugin_subclass_is_found_through_entry_points():
     manager = _plugins_with_staff()
     resolvers.available_resolvers.cache_clear()
-    with mock.patch.object(resolvers, "ExtensionManager", return_value=manager):
+    with mock.patch.object(resolvers.plugins, "ExtensionManager", return_value=manager):
         found = available_resolvers()
         assert found["staff_only"] is StaffOnlyResolver
         assert ("staff_only", "Staff") in resolvers.resolver_choices()
@@ -288,7 +288,7 @@ def test_a_plugin_that_is_not_a_campaign_resolver_is_ignored():
         [Extension("bogus", None, object, None)], namespace=resolvers.NAMESPACE
     )
     resolvers.available_resolvers.cache_clear()
-    with mock.patch.object(resolvers, "ExtensionManager", return_value=manager):
+    with mock.patch.object(resolvers.plugins, "ExtensionManager", return_value=manager):
         assert available_resolvers() == {}
 
 
