@@ -30,6 +30,10 @@ BAD_HEADER_NAME = (
 )
 
 _WHITESPACE = re.compile(r"\s+")
+# What Django's autoescape (django.utils.html.escape, i.e. html.escape) writes, and '&#39;'
+# (older Django): undone in one pass, so '&amp;lt;' becomes '&lt;', never '<'.
+_DJANGO_ESCAPES = re.compile(r"&(amp|lt|gt|quot|#x27|#39);")
+_UNESCAPED = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "#x27": "'", "#39": "'"}
 _NEWLINE = re.compile(r"[\r\n]")
 # RFC 5322 section 3.6.8: field-name = 1*ftext; ftext = %d33-57 / %d59-126 (no colon).
 _FIELD_NAME = re.compile(r"[!-9;-~]+")
@@ -58,13 +62,28 @@ class EmailChannelMixin:
 
     @staticmethod
     def get_subject(rendered_message: Any) -> str:
-        """The rendered subject with every run of whitespace (newlines too) made one space."""
-        return _WHITESPACE.sub(" ", rendered_message.subject or "").strip()
+        """The rendered subject as plain text (:meth:`header_text`): Django's HTML escaping
+        undone, every run of whitespace (newlines too) made one space."""
+        return EmailChannelMixin.header_text(rendered_message.subject)
 
     @staticmethod
     def get_from_name(rendered_message: Any) -> str:
-        """The rendered display name of the sender, whitespace collapsed ('' if none)."""
-        return _WHITESPACE.sub(" ", getattr(rendered_message, "from_name", "") or "").strip()
+        """The rendered display name of the sender as plain text (:meth:`header_text`),
+        '' if none."""
+        return EmailChannelMixin.header_text(getattr(rendered_message, "from_name", ""))
+
+    @staticmethod
+    def header_text(rendered: str | None) -> str:
+        """A rendered ``.txt`` template part made fit for a header (subject, display name).
+
+        Django autoescapes every template, ``.txt`` ones included, so ``{{ name }}`` renders
+        ``O'Brien`` as ``O&#x27;Brien``. A header is plain text, never HTML, so exactly the
+        escapes Django writes (``&amp; &lt; &gt; &quot; &#x27;``) are turned back into their
+        characters here; HTML bodies are left escaped. Every run of whitespace (newlines too)
+        then becomes one space, so the value cannot break the header into two.
+        """
+        text = _DJANGO_ESCAPES.sub(lambda m: _UNESCAPED[m.group(1)], rendered or "")
+        return _WHITESPACE.sub(" ", text).strip()
 
     @staticmethod
     def get_recipient_address(message: Message) -> str:

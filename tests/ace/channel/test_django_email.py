@@ -113,6 +113,29 @@ def test_non_ascii_display_name_is_encoded(smtp_backend):
     assert b"Acad\xc3\xa9mie" not in raw_headers  # RFC 2047-encoded on the wire
 
 
+@pytest.mark.parametrize("fast_smtp", [False, True], ids=["session", "pipelined"])
+def test_subject_and_sender_name_are_plain_text_and_the_html_stays_escaped(
+    smtp_backend, settings, fast_smtp
+):
+    settings.ACE_CHANNEL_DJANGO_EMAIL_FAST_SMTP = fast_smtp
+    context = {"name": "O'Brien & <Co>", "topic": '"news"', "platform_name": "O'Brien's"}
+    message = make_message(context={**context, "items": []})
+    channel = DjangoEmailChannel()
+    session = channel.open_session()
+    try:
+        assert session.deliver_many([(message, rendered_for(message))]) == [None]
+    finally:
+        session.close()
+    (received,) = smtp_backend.messages
+    email = received.message
+    assert email["Subject"] == 'Hello O\'Brien & <Co>, your "news" update'
+    assert email["From"].addresses[0].display_name == "O'Brien's"
+    assert email["From"].addresses[0].addr_spec == "noreply@example.org"
+    assert "&#x27;" not in received.data.split(b"\r\n\r\n", 1)[0].decode()
+    # Only the headers: the HTML body is still escaped.
+    assert "<b>O&#x27;Brien &amp; &lt;Co&gt;</b>" in received.part("html")
+
+
 def test_empty_from_name_keeps_the_configured_sender(smtp_backend):
     ace.send(make_message(context={"platform_name": " ", "name": "A", "items": []}))
     assert smtp_backend.messages[0].message["From"] == "Platform <noreply@example.org>"

@@ -50,6 +50,17 @@ def test_subject_collapses_every_kind_of_whitespace():
     assert mixin.get_from_name(rendered(from_name="\n The\n  Platform\n")) == "The Platform"
 
 
+def test_subject_and_from_name_undo_djangos_html_escaping():
+    # What Django's autoescape makes of "O'Brien & <Sons> \"Ltd\"" in a .txt template.
+    escaped = "O&#x27;Brien &amp; &lt;Sons&gt; &quot;Ltd&quot; &#39;"
+    assert mixin.get_subject(rendered(subject=escaped)) == "O'Brien & <Sons> \"Ltd\" '"
+    assert mixin.get_from_name(rendered(from_name=escaped)) == "O'Brien & <Sons> \"Ltd\" '"
+    # One pass: a literal "&lt;" typed by a user (escaped to "&amp;lt;") stays "&lt;".
+    assert mixin.get_subject(rendered(subject="a &amp;lt; b &amp;amp; c")) == "a &lt; b &amp; c"
+    # Other entities are not Django's doing and are left alone.
+    assert mixin.get_subject(rendered(subject="caf&eacute; &#10;x")) == "caf&eacute; &#10;x"
+
+
 def test_recipient_address():
     assert mixin.get_recipient_address(make_message()) == "learner@example.org"
     for recipient in (None, Recipient(lms_user_id=1), Recipient(lms_user_id=1, email_address="")):
