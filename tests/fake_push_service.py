@@ -2,7 +2,9 @@
 
 - :class:`FakePushService` is a tiny HTTP/1.1 server on 127.0.0.1 that accepts RFC 8030 push
   requests at ``/push/<name>``, records them, and answers what a test scripts (201 by default;
-  410 for a gone subscription, 429 with ``Retry-After`` ...).
+  410 for a gone subscription, 429 with ``Retry-After`` ...). It records every method (a client
+  following a redirect with a GET shows up too) and, given a TLS context
+  (:func:`tls_server_context`), serves https and records the SNI names clients sent.
 - :class:`BrowserSubscription` is what ``pushManager.subscribe()`` makes in a browser: an ECDH
   P-256 key pair and a 16-byte auth secret; it decrypts what it receives (RFC 8291, aes128gcm),
   with an implementation written here on ``cryptography`` so the test does not trust the library
@@ -14,21 +16,27 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import ipaddress
 import json
 import os
+import ssl
 import threading
 import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import attrs
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.x509.oid import NameOID
 
 
 def b64url_encode(data: bytes) -> str:
@@ -177,10 +185,51 @@ class Reply:
     drop: bool = False
 
 
+def tls_server_context(folder: Path, *names: str) -> tuple[ssl.SSLContext, Path]:
+    """A server context with a new self-signed certificate for ``names`` (DNS names or IP
+    addresses), and the certificate's file for clients to trust (``verify=``)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    alt_names: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            alt_names.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            alt_names.append(x509.DNSName(name))
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "push-service.pem", folder / "push-service.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    return context, cert_file
+
+
 class FakePushService:
     """An HTTP push service on 127.0.0.1 (an ephemeral port), with scripted replies."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls
+        #: The server names (SNI) TLS clients asked for, in order.
+        self.sni: list[str | None] = []
         self.requests: list[PushRequest] = []
         self._scripts: dict[str, deque[Reply]] = {}
         self._lock = threading.Lock()
@@ -210,11 +259,17 @@ class FakePushService:
                 self.end_headers()
                 self.wfile.write(reply.body)
 
+            # A client following a redirect may come back with any method: record them all.
+            do_GET = do_PUT = do_DELETE = do_PATCH = do_POST
+
             def log_message(self, *args: Any) -> None:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        if self.tls is not None:
+            self.tls.sni_callback = lambda _sock, name, _context: self.sni.append(name)
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), daemon=True
         )
@@ -237,7 +292,7 @@ class FakePushService:
     def url(self) -> str:
         assert self._server is not None, "start() the service first"
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
 
     # --- subscriptions and scripts ---
 
