@@ -175,7 +175,9 @@ class _Handler:
 
 
 def _abort(smtp: SMTP) -> None:
-    """Close the client's connection at once; whatever the server writes after is lost."""
+    """Close the client's connection at once; whatever the server writes after is lost (and
+    nothing more is answered or recorded)."""
+    smtp.closing = True  # type: ignore[attr-defined]
     if smtp.transport is not None:
         smtp.transport.abort()
 
@@ -193,8 +195,9 @@ class _CountingSMTP(SMTP):
         super().connection_made(transport)
 
     async def push(self, status: Any) -> None:
-        if self.closing:
-            return  # closing after a 421: nothing more is said (pipelined commands included)
+        if self.closing:  # after a 421 or a drop nothing more is said, pipelined commands
+            await asyncio.sleep(0)  # included: let the connection's end stop this session
+            return
         await super().push(status)
         if self.close_after_reply:
             self.closing = True
@@ -210,6 +213,7 @@ class _CountingSMTP(SMTP):
                 await self.push("354 End data with <CR><LF>.<CR><LF>")
                 await self._reader.readuntil(b"\r\n")  # the first line of the content
                 _abort(self)
+                await asyncio.sleep(60)  # cancelled as the connection ends: the rest is unread
                 return
             if rule is not None:
                 # refuse() raises to keep the transaction open (aiosmtpd answers the error).
