@@ -3,30 +3,36 @@
 waiting for the server between messages.
 
 Django's SMTP backend (``smtplib``) sends one message as four round trips (MAIL, RCPT, DATA,
-the content) and waits for every reply before doing anything else, so a sender on an open
-loopback connection spends most of a message's ~0.8 ms idle. :class:`PipelinedSMTPTransport`:
+the content) and waits for every reply, so a sender on an open loopback connection spends most
+of a message's ~0.8 ms idle. :class:`PipelinedSMTPTransport`:
 
 * uses ESMTP PIPELINING (RFC 2920) when the server offers it: ``MAIL``/``RCPT``/``DATA`` go out
-  in one write, and the content of one message goes out together with the next message's
-  ``MAIL``/``RCPT``/``DATA``, so a message costs one round trip;
+  in one write, together with the previous message's content: a message costs one round trip;
 * keeps several connections and visits them in turn, so while one server reply is on its way
   the process builds and writes the next message on another connection;
 * opens each connection through the ``connect`` callable it is given, so connecting, TLS and
-  login stay the caller's (:mod:`ace.channel.django_email` passes one that opens Django's own
-  SMTP backend, so every email setting means exactly what it means for Django), and only the
-  per-message exchange is replaced.
+  login stay the caller's (:mod:`ace.channel.django_email` opens Django's own SMTP backend, so
+  every email setting means what it means for Django); only the per-message exchange is new.
 
 Servers without PIPELINING get the same round robin with one command per round trip.
 
 Each message gets its own result, in order: ``None`` when the server accepted it, else the
 exception ``smtplib`` would have raised for it (``SMTPSenderRefused``, ``SMTPRecipientsRefused``,
-``SMTPDataError``, ``SMTPServerDisconnected`` ...), so callers map errors exactly as they do for
+``SMTPDataError``, ``SMTPServerDisconnected`` ...), so callers map errors as they do for
 Django's backend. A failure never raises out of :meth:`PipelinedSMTPTransport.send_many`.
 
-One result is finer than ``smtplib``'s: when the connection is lost after a message's whole
-content (its final ``.`` line) was written but before the server replied to it, the result is
-:class:`SMTPReplyLost` (a ``SMTPServerDisconnected``): the server may have accepted the message,
-so sending it again could deliver it twice.
+A fault affects only the message it hit, whatever the server does after it: a failed
+transaction is reset (``RSET``, its reply awaited) before the next message, as ``smtplib``
+does; a message pipelined behind one that fails is taken back and sent again after the reset,
+or on a new connection if the server already invited its content (hanging up is the only way
+out of ``DATA`` that sends nothing). ``500``/``503`` to a command sent in order is the
+connection's fault: the message is sent again once on a fresh one (then
+:class:`SMTPOutOfSequence`), never refused. A lost connection or a ``421`` fails only the
+message whose reply was awaited; the others on it are sent again.
+
+When the connection is lost after a message's whole content (its final ``.`` line) was
+written but before the server replied, the result is :class:`SMTPReplyLost` (a
+``SMTPServerDisconnected``): the server may have accepted it, so it is never sent again.
 
 This module is a leaf: it imports only the standard library (no Django, nothing from ``ace``),
 so the transport can be used, tested and measured on its own.
@@ -46,6 +52,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "Envelope",
     "PipelinedSMTPTransport",
+    "SMTPOutOfSequence",
     "SMTPReplyLost",
     "smtp_data",
 ]
@@ -53,6 +60,11 @@ __all__ = [
 _EOLS = re.compile(rb"\r\n|\n|\r(?!\n)")
 _RSET = b"RSET\r\n"
 _DATA = b"DATA\r\n"
+#: Replies that say the server's idea of the session is not the client's ("syntax error",
+#: "bad sequence of commands"): a connection problem, not a verdict on the message.
+_OUT_OF_SEQUENCE = frozenset({500, 503})
+#: How often a message may be taken back and sent again within one send_many call.
+_MAX_RESENDS = 3
 
 
 class SMTPReplyLost(smtplib.SMTPServerDisconnected):
@@ -69,6 +81,21 @@ class SMTPReplyLost(smtplib.SMTPServerDisconnected):
             f"Connection lost after the message was sent, before the server's reply ({error})"
         )
         self.__cause__ = error
+
+
+class SMTPOutOfSequence(smtplib.SMTPServerDisconnected):
+    """The server answered ``500``/``503`` (or no valid reply) to a command of this message
+    sent in order, on a fresh connection too: its state, not the message, is at fault -- a
+    connection problem (recoverable), not a refusal. ``smtp_code``/``smtp_error``: its reply."""
+
+    def __init__(self, code: int, reply: bytes) -> None:
+        super().__init__(f"Reply out of sequence, on a fresh connection too: {code} {reply!r}")
+        self.smtp_code = code
+        self.smtp_error = reply
+
+
+#: The result of a message that got none (a bug): unknown, so it is never resent blindly.
+_NO_RESULT = SMTPReplyLost(RuntimeError("no result was recorded for it"))
 
 
 class Envelope(NamedTuple):
@@ -111,18 +138,23 @@ def _write_all(sock: Any, payload: bytes) -> tuple[int, OSError | None]:
 
 
 class _Item:
-    """The state of one message on its way through a connection."""
+    """One attempt at sending a message. Its replies count while it is ``live``; once it has a
+    result, or was taken back (:meth:`again`), the rest of its replies are read and ignored."""
 
-    __slots__ = ("done", "envelope", "error", "index", "mail_ok", "recipients_left", "refused")
+    __slots__ = ("envelope", "faults", "index", "live", "recipients_left", "refused", "resends")
 
-    def __init__(self, index: int, envelope: Envelope) -> None:
+    def __init__(self, index: int, envelope: Envelope, faults: int = 0, resends: int = 0) -> None:
         self.index = index
         self.envelope = envelope
-        self.done = False
-        self.error: BaseException | None = None
-        self.mail_ok = False
+        self.faults = faults  # replies out of sequence to its commands, over all attempts
+        self.resends = resends  # times the message was taken back to be sent again
+        self.live = True
         self.refused: dict[str, tuple[int, bytes]] = {}
         self.recipients_left = len(envelope.recipients)
+
+    def again(self) -> _Item:
+        self.live = False
+        return _Item(self.index, self.envelope, self.faults, self.resends + 1)
 
 
 class _Slot:
@@ -135,12 +167,11 @@ class _Slot:
         self.smtp: smtplib.SMTP | None = None
         self.pipelining = False
         self.disabled = False
-        # Commands not yet queued for writing (lock-step mode releases them one at a time).
+        # Commands to queue for writing (lock-step releases one at a time); bytes to write and
+        # the replies they will produce (item or None, kind, recipient); replies due, in order.
         self.steps: deque[tuple[_Item | None, str, str, bytes]] = deque()
-        # Bytes to write, and the replies they will produce: (item or None, kind, recipient).
         self.out: list[bytes] = []
         self.queued: list[tuple[_Item | None, str, str]] = []
-        # Replies due for what was already written, in order.
         self.sent: deque[tuple[_Item | None, str, str]] = deque()
 
     @property
@@ -148,15 +179,18 @@ class _Slot:
         return self.smtp is not None
 
     def busy(self) -> bool:
-        """Whether the next message must wait. Pipelined, it may follow a message's content
-        and an RSET; in lock-step it waits until nothing is outstanding."""
+        """Whether the next message must wait. Pipelined, it may follow a message's content (not
+        an RSET, whose reply is awaited); in lock-step it waits until nothing is outstanding."""
         if self.steps:
             return True
         if not self.pipelining:
             return bool(self.sent or self.queued)
-        return any(kind not in ("body", "rset") for _, kind, _ in self.sent) or any(
-            kind not in ("body", "rset") for _, kind, _ in self.queued
-        )
+        return any(kind != "body" for _, kind, _ in [*self.sent, *self.queued])
+
+    def live(self) -> list[_Item]:
+        """The live items with something outstanding here, in the order they were sent."""
+        found = {id(i): i for i, *_ in [*self.sent, *self.queued, *self.steps] if i and i.live}
+        return list(found.values())
 
 
 class PipelinedSMTPTransport:
@@ -180,6 +214,8 @@ class PipelinedSMTPTransport:
         self._connect = connect
         self._slots = [_Slot() for _ in range(connections)]
         self._use_pipelining = pipelining
+        self._results: list[BaseException | None] = []
+        self._retry: deque[_Item] = deque()  # taken back: sent before the next new item
 
     # Public API --------------------------------------------------------------------------
 
@@ -191,13 +227,12 @@ class PipelinedSMTPTransport:
         (e.g. a message that could not be built). Envelopes are consumed lazily, so building
         the next message overlaps with the server working on the previous one.
 
-        Returns:
-            One entry per input, in order: ``None`` if the server accepted the message, else
-            the exception describing why not.
+        Returns: one entry per input, in order: ``None`` if the server accepted the message,
+        else the exception describing why not.
         """
-        results: list[BaseException | None] = []
+        results = self._results = []
+        retry = self._retry = deque()
         source = self._items(envelopes, results)
-        retry: deque[_Item] = deque()  # taken back from a connection that could not open
         down: BaseException | None = None  # no connection could be opened: fail the rest
         exhausted = False
         for slot in self._slots:
@@ -209,14 +244,14 @@ class PipelinedSMTPTransport:
                 if slot.disabled:
                     continue
                 if slot.sent:
-                    self._collect(slot, results)
+                    self._collect(slot)
                     progressed = True
                 if (retry or not exhausted) and not slot.busy():
                     item = retry.popleft() if retry else next(source, None)
                     if item is None:
                         exhausted = True
                     elif down is not None:
-                        self._resolve(item, down, results)
+                        self._finish(item, down)
                         progressed = True
                     else:
                         progressed = True
@@ -230,11 +265,11 @@ class PipelinedSMTPTransport:
                             continue
                         else:
                             down = error
-                            self._resolve(item, error, results)
+                            self._finish(item, error)
                 if slot.connected:
                     self._pump(slot)
                     if slot.out:
-                        self._flush(slot, results)
+                        self._flush(slot)
                         progressed = True
             if not progressed:
                 if exhausted and not retry:
@@ -242,7 +277,7 @@ class PipelinedSMTPTransport:
                 # Only disabled connections are left (their server refused more connections).
                 error = down or smtplib.SMTPServerDisconnected("No SMTP connection available")
                 for item in [*retry, *source]:
-                    self._resolve(item, error, results)
+                    self._finish(item, error)
                 return results
 
     def close(self) -> None:
@@ -263,16 +298,22 @@ class PipelinedSMTPTransport:
         envelopes: Iterable[Envelope | BaseException], results: list[BaseException | None]
     ) -> Iterator[_Item]:
         for envelope in envelopes:
-            index = len(results)
-            if isinstance(envelope, BaseException):
-                results.append(envelope)
-                continue
-            results.append(None)
-            yield _Item(index, envelope)
+            failed = isinstance(envelope, BaseException)
+            results.append(envelope if failed else _NO_RESULT)  # (replaced by its result)
+            if not failed:
+                yield _Item(len(results) - 1, envelope)
 
-    @staticmethod
-    def _resolve(item: _Item, error: BaseException | None, results: list) -> None:
-        results[item.index] = error
+    def _finish(self, item: _Item, error: BaseException | None) -> None:
+        item.live = False
+        self._results[item.index] = error
+
+    def _take_back(self, item: _Item, error: BaseException) -> None:
+        """Send the message again (its content was not written), or if it was taken back too
+        often, give it ``error`` (not sent)."""
+        if item.resends >= _MAX_RESENDS:
+            self._finish(item, error)
+        else:
+            self._retry.append(item.again())
 
     # Connections -------------------------------------------------------------------------
 
@@ -304,32 +345,27 @@ class PipelinedSMTPTransport:
 
     def _drop(self, slot: _Slot, *, quit: bool = False) -> None:
         backend, slot.backend, slot.smtp = slot.backend, None, None
-        slot.sent.clear()
-        slot.queued.clear()
-        slot.steps.clear()
-        slot.out.clear()
+        for pending in (slot.sent, slot.queued, slot.steps, slot.out):
+            pending.clear()
         if backend is not None:
             self._close_quietly(backend, quit=quit)
 
-    def _fail_slot(
-        self,
-        slot: _Slot,
-        error: BaseException,
-        results: list,
-        *,
-        unwritten: frozenset[int] = frozenset(),
+    def _lose(
+        self, slot: _Slot, error: BaseException, *, blame: bool, unwritten: frozenset = frozenset()
     ) -> None:
-        """The connection is gone: every unfinished item on it fails with ``error``, except an
-        item whose content was written (its ``body`` awaits a reply; ``unwritten`` lists the
-        ids of items whose write failed part-way): it fails with :class:`SMTPReplyLost`,
-        since the server may have accepted it."""
-        written = {
-            id(item) for item, kind, _ in slot.sent if kind == "body" and id(item) not in unwritten
-        }
-        for item, *_ in [*slot.sent, *slot.queued, *slot.steps]:
-            if item is not None and item.error is None and not item.done:
-                item.error = SMTPReplyLost(error) if id(item) in written else error
-                self._resolve(item, item.error, results)
+        """The connection is gone or abandoned. An item whose content was written (``unwritten``:
+        ids of those whose write failed part-way) fails with :class:`SMTPReplyLost`; with
+        ``blame`` the first item (whose reply was awaited) fails with ``error``; the others
+        were not at fault and are sent again."""
+        written = {id(i) for i, kind, _ in slot.sent if kind == "body" and id(i) not in unwritten}
+        for item in slot.live():
+            if id(item) in written:
+                self._finish(item, SMTPReplyLost(error))
+            elif blame:
+                self._finish(item, error)
+            else:
+                self._take_back(item, error)
+            blame = False
         self._drop(slot)
 
     # The exchange ------------------------------------------------------------------------
@@ -347,38 +383,30 @@ class PipelinedSMTPTransport:
     def _pump(slot: _Slot) -> None:
         """Release queued commands for writing: all of them when pipelining, else the next one
         once nothing is outstanding."""
-        steps = slot.steps
-        if slot.pipelining:
-            while steps:
-                item, kind, rcpt, command = steps.popleft()
-                slot.out.append(command)
-                slot.queued.append((item, kind, rcpt))
-        elif steps and not slot.sent and not slot.queued:
-            item, kind, rcpt, command = steps.popleft()
+        while slot.steps and (slot.pipelining or not (slot.sent or slot.queued)):
+            item, kind, rcpt, command = slot.steps.popleft()
             slot.out.append(command)
             slot.queued.append((item, kind, rcpt))
 
-    def _flush(self, slot: _Slot, results: list) -> None:
+    def _flush(self, slot: _Slot) -> None:
         out, queued = slot.out, slot.queued
         payload = b"".join(out) if len(out) > 1 else out[0]
         slot.sent.extend(queued)
         written, error = _write_all(slot.smtp.sock, payload)  # type: ignore[union-attr]
-        if error is None:
-            out.clear()
-            queued.clear()
-            return
-        # Which contents were written whole (their final "." line went out) before the error?
         unwritten, end = set(), 0
-        for chunk, (item, kind, _rcpt) in zip(out, queued, strict=True):
-            end += len(chunk)
-            if kind == "body" and end > written:
-                unwritten.add(id(item))
+        if error is not None:  # which contents were written whole (their "." line) before it?
+            for chunk, (item, kind, _rcpt) in zip(out, queued, strict=True):
+                end += len(chunk)
+                if kind == "body" and end > written:
+                    unwritten.add(id(item))
         out.clear()
         queued.clear()
+        if error is None:
+            return
         lost = smtplib.SMTPServerDisconnected(f"Connection lost while sending: {error}")
-        self._fail_slot(slot, lost, results, unwritten=frozenset(unwritten))
+        self._lose(slot, lost, blame=True, unwritten=frozenset(unwritten))
 
-    def _collect(self, slot: _Slot, results: list) -> None:
+    def _collect(self, slot: _Slot) -> None:
         """Read every reply due for what was written on ``slot`` and act on each."""
         smtp = slot.smtp
         assert smtp is not None
@@ -387,70 +415,86 @@ class PipelinedSMTPTransport:
             try:
                 code, reply = smtp.getreply()
             except smtplib.SMTPServerDisconnected as error:
-                self._fail_slot(slot, error, results)
+                self._lose(slot, error, blame=True)
                 return
-            item, kind, rcpt = sent.popleft()
-            if item is not None:
-                self._on_reply(slot, item, kind, rcpt, code, reply, results)
-                if not slot.connected:
-                    return
+            item, kind, rcpt = sent[0]  # (still outstanding while it is handled)
+            self._on_reply(slot, item, kind, rcpt, code, reply)
+            if not slot.connected:
+                return
+            sent.popleft()
             if code == 421:  # the server is closing the connection
-                closing = smtplib.SMTPServerDisconnected(
-                    f"Server closing connection: 421 {reply!r}"
-                )
-                self._fail_slot(slot, closing, results)
+                closing = smtplib.SMTPServerDisconnected(f"Server closing connection: {reply!r}")
+                self._lose(slot, closing, blame=False)
                 return
 
     def _on_reply(
-        self, slot: _Slot, item: _Item, kind: str, rcpt: str, code: int, reply: bytes, results: list
+        self, slot: _Slot, item: _Item | None, kind: str, rcpt: str, code: int, reply: bytes
     ) -> None:
-        if kind == "mail":
-            if 200 <= code < 300:
-                item.mail_ok = True
-            elif item.error is None:
-                self._abandon(
-                    slot,
-                    item,
-                    smtplib.SMTPSenderRefused(code, reply, item.envelope.sender),
-                    results,
-                )
-        elif kind == "rcpt":
-            item.recipients_left -= 1
+        if item is None:  # RSET
             if not 200 <= code < 300:
-                item.refused[rcpt] = (code, reply)
-            if (
-                item.recipients_left == 0
-                and item.error is None
-                and len(item.refused) == len(item.envelope.recipients)
-            ):
-                self._abandon(slot, item, smtplib.SMTPRecipientsRefused(item.refused), results)
-        elif kind == "data":
-            if code == 354:
-                if item.error is not None:
-                    # Content invited for a transaction that already failed: dropping the
-                    # connection is the only way out that sends nothing.
-                    aborted = smtplib.SMTPServerDisconnected("Aborted a failed transaction")
-                    self._fail_slot(slot, aborted, results)
-                    return
+                refused = smtplib.SMTPServerDisconnected(f"RSET refused: {code} {reply!r}")
+                self._lose(slot, refused, blame=False)
+            return
+        if not item.live:  # it has its result, or was taken back: the reply is stale
+            if kind == "data" and code == 354:
+                # Content invited for a failed or taken-back transaction: dropping the
+                # connection is the only way out that sends nothing.
+                aborted = smtplib.SMTPServerDisconnected("Aborted a failed transaction")
+                self._lose(slot, aborted, blame=False)
+            return
+        if kind == "body":
+            if 200 <= code < 300:
+                self._finish(item, None)
+            elif 400 <= code < 600:
+                self._fail(slot, item, smtplib.SMTPDataError(code, reply))
+            else:  # no answer to the content: whether the server took it is unknown
+                self._lose(slot, smtplib.SMTPResponseException(code, reply), blame=True)
+            return
+        if code == 354 if kind == "data" else 200 <= code < 300:
+            if kind == "rcpt":
+                item.recipients_left -= 1
+            elif kind == "data":
                 slot.out.append(smtp_data(item.envelope.data, crlf=item.envelope.crlf))
                 slot.queued.append((item, "body", ""))
-            elif item.error is None:
-                self._abandon(slot, item, smtplib.SMTPDataError(code, reply), results)
-        elif kind == "body":
-            item.done = True
-            if 200 <= code < 300:
-                self._resolve(item, None, results)
-            else:
-                item.error = smtplib.SMTPDataError(code, reply)
-                self._resolve(item, item.error, results)
+            return
+        if code in _OUT_OF_SEQUENCE or not 400 <= code < 600:
+            self._confused(slot, item, code, reply)
+            return
+        error: BaseException
+        if kind == "mail":
+            error = smtplib.SMTPSenderRefused(code, reply, item.envelope.sender)
+        elif kind == "rcpt":
+            item.refused[rcpt] = (code, reply)
+            item.recipients_left -= 1
+            if code != 421 and (
+                item.recipients_left or len(item.refused) < len(item.envelope.recipients)
+            ):
+                return  # the message goes on for the recipients that were accepted
+            error = smtplib.SMTPRecipientsRefused(dict(item.refused))
+        else:
+            error = smtplib.SMTPDataError(code, reply)
+        self._fail(slot, item, error)
 
-    def _abandon(self, slot: _Slot, item: _Item, error: BaseException, results: list) -> None:
-        """``item`` failed before its content: record why, drop its unsent commands and, if the
-        server opened a transaction, reset it before the next message."""
-        item.error = error
-        item.done = True
-        self._resolve(item, error, results)
-        if slot.steps:
-            slot.steps = deque(step for step in slot.steps if step[0] is not item)
-        if item.mail_ok:
-            slot.steps.appendleft((None, "rset", "", _RSET))
+    def _fail(self, slot: _Slot, item: _Item, error: BaseException) -> None:
+        """The server refused ``item``: that is its result. What was written behind it is taken
+        back to be sent again, its unsent commands are dropped, and an RSET (its reply awaited)
+        comes before the next message, whatever state the server is left in."""
+        self._finish(item, error)
+        again = smtplib.SMTPServerDisconnected("Not sent: taken back too many times")
+        committed = {id(i) for i, kind, _ in [*slot.sent, *slot.queued] if kind == "body"}
+        for other in slot.live():
+            if id(other) not in committed:
+                self._take_back(other, again)
+        slot.steps = deque(step for step in slot.steps if step[0] is None or step[0].live)
+        if not any(kind == "rset" for _, kind, *_ in [*slot.sent, *slot.queued, *slot.steps]):
+            slot.steps.append((None, "rset", "", _RSET))
+
+    def _confused(self, slot: _Slot, item: _Item, code: int, reply: bytes) -> None:
+        """500, 503 or no valid reply to a command sent in order: the connection is at fault.
+        Reconnect and send the message again, once; then :class:`SMTPOutOfSequence`."""
+        log.warning("SMTP: %s %r out of sequence; reconnecting", code, reply)
+        item.faults += 1
+        if item.faults > 1:
+            self._finish(item, SMTPOutOfSequence(code, reply))
+        confused = smtplib.SMTPServerDisconnected(f"Reply out of sequence: {code} {reply!r}")
+        self._lose(slot, confused, blame=False)

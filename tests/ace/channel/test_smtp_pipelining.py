@@ -158,8 +158,10 @@ def test_per_item_errors_are_mapped_and_the_rest_go_through(server):
     assert isinstance(results[7], RecoverableChannelDeliveryError)
     assert isinstance(results[1].__cause__, smtplib.SMTPRecipientsRefused)
     assert sorted(m.rcpt_tos[0] for m in server.messages) == [f"user{i}@example.org" for i in ok]
-    # Refusals reset the transaction (RSET) and keep the connection.
-    assert server.connections <= 4
+    # Refusals reset the transaction (RSET) and keep the connection; a content refused while
+    # the next message's DATA was already invited costs one new connection (hanging up is the
+    # only way out of DATA that sends nothing), so the next message is sent again.
+    assert server.connections <= 4 + (2 if "PIPELINING" in server.extensions else 0)
 
 
 def test_dropped_connection_fails_its_messages_as_recoverable_and_reconnects(server):
