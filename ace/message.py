@@ -24,15 +24,37 @@ from ace.serialization import (
     DECODER,
     ENCODER,
     UUID_FIELD,
+    WIRE_TYPES,
     MessageAttributeSerializationMixin,
+    check_wire_type,
 )
+
+# The JSON types each field may have in a string given to from_string (see ace.serialization);
+# the constructors stay as permissive as the reference's.
+_RECIPIENT_WIRE_TYPES = {"lms_user_id": (int, str, None), "email_address": (str, None)}
 
 
 def _decode_recipient(value: Any) -> Recipient:
-    return value if isinstance(value, Recipient) else Recipient.from_wire(value)
+    if isinstance(value, Recipient):
+        return value
+    if isinstance(value, dict):
+        for name, types in _RECIPIENT_WIRE_TYPES.items():
+            check_wire_type(f"Recipient.{name}", value.get(name), types)
+    return Recipient.from_wire(value)
 
 
-_RECIPIENT_FIELD = {ENCODER: lambda r: r.to_wire(), DECODER: _decode_recipient}
+_RECIPIENT_FIELD = {
+    ENCODER: lambda r: r.to_wire(),
+    DECODER: _decode_recipient,
+    WIRE_TYPES: (dict, None),
+}
+_UUID = {**UUID_FIELD, WIRE_TYPES: (str,)}
+_OPTIONAL_UUID = {**UUID_FIELD, WIRE_TYPES: (str, None)}
+_OPTIONAL_DATETIME = {**DATETIME_FIELD, WIRE_TYPES: (str, None)}
+_STRING = {WIRE_TYPES: (str,)}
+_OPTIONAL_STRING = {WIRE_TYPES: (str, None)}
+_OBJECT = {WIRE_TYPES: (dict,)}
+_OPTIONAL_INT = {WIRE_TYPES: (int, None)}
 
 _optional = attrs.validators.optional
 _instance_of = attrs.validators.instance_of
@@ -56,22 +78,22 @@ class Message(MessageAttributeSerializationMixin):
         log_level (int): Log this message's debug lines at INFO when ``<= logging.DEBUG``.
     """
 
-    app_label: str
-    name: str
+    app_label: str = attrs.field(metadata=_STRING)
+    name: str = attrs.field(metadata=_STRING)
     recipient: Recipient | None = attrs.field(
         validator=_optional(_instance_of(Recipient)), metadata=_RECIPIENT_FIELD
     )
     expiration_time: datetime | None = attrs.field(
-        default=None, validator=_optional(_instance_of(datetime)), metadata=DATETIME_FIELD
+        default=None, validator=_optional(_instance_of(datetime)), metadata=_OPTIONAL_DATETIME
     )
-    context: dict[str, Any] = attrs.field()
-    uuid: UUID = attrs.field(init=False, validator=_instance_of(UUID), metadata=UUID_FIELD)
+    context: dict[str, Any] = attrs.field(metadata=_OBJECT)
+    uuid: UUID = attrs.field(init=False, validator=_instance_of(UUID), metadata=_UUID)
     send_uuid: UUID | None = attrs.field(
-        default=None, validator=_optional(_instance_of(UUID)), metadata=UUID_FIELD
+        default=None, validator=_optional(_instance_of(UUID)), metadata=_OPTIONAL_UUID
     )
-    options: dict[str, Any] = attrs.field()
-    language: str | None = None
-    log_level: int | None = None
+    options: dict[str, Any] = attrs.field(metadata=_OBJECT)
+    language: str | None = attrs.field(default=None, metadata=_OPTIONAL_STRING)
+    log_level: int | None = attrs.field(default=None, metadata=_OPTIONAL_INT)
 
     @context.default
     def default_context_value(self) -> dict[str, Any]:
@@ -154,15 +176,15 @@ class MessageType(MessageAttributeSerializationMixin):
     NAME: ClassVar[str | None] = None
     APP_LABEL: ClassVar[str | None] = None
 
-    context: dict[str, Any] = attrs.field()
-    uuid: UUID = attrs.field(init=False, validator=_instance_of(UUID), metadata=UUID_FIELD)
+    context: dict[str, Any] = attrs.field(metadata=_OBJECT)
+    uuid: UUID = attrs.field(init=False, validator=_instance_of(UUID), metadata=_UUID)
     expiration_time: datetime | None = attrs.field(
-        default=None, validator=_optional(_instance_of(datetime)), metadata=DATETIME_FIELD
+        default=None, validator=_optional(_instance_of(datetime)), metadata=_OPTIONAL_DATETIME
     )
-    app_label: str = attrs.field()
-    name: str = attrs.field()
-    options: dict[str, Any] = attrs.field()
-    log_level: int | None = None
+    app_label: str = attrs.field(metadata=_STRING)
+    name: str = attrs.field(metadata=_STRING)
+    options: dict[str, Any] = attrs.field(metadata=_OBJECT)
+    log_level: int | None = attrs.field(default=None, metadata=_OPTIONAL_INT)
 
     @context.default
     def default_context_value(self) -> dict[str, Any]:

@@ -12,7 +12,12 @@ from django.utils.translation import gettext_lazy
 
 from ace.message import Message, MessageType
 from ace.recipient import Recipient
-from ace.serialization import MessageAttributeSerializationMixin, MessageEncoder
+from ace.serialization import (
+    MAX_DEPTH,
+    DecodeError,
+    MessageAttributeSerializationMixin,
+    MessageEncoder,
+)
 
 PARIS = timezone(timedelta(hours=2))
 
@@ -129,6 +134,138 @@ def test_message_type_and_recipient_round_trip():
 def test_from_string_rejects_bad_input(text, error):
     with pytest.raises(ValueError, match=error):
         Message.from_string(text)
+
+
+def _wire(**changes):
+    """The JSON of a valid message with some fields replaced (``None`` values: removed)."""
+    data = json.loads(str(full_message()))
+    for key, value in changes.items():
+        if value is _DROP:
+            data.pop(key)
+        else:
+            data[key] = value
+    return json.dumps(data)
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "problem"),
+    [
+        # Wrong JSON types where the reference raised TypeError/AttributeError or said nothing.
+        (_wire(recipient=5), "Message.recipient", "must be an object or null, not an integer"),
+        (_wire(recipient=[]), "Message.recipient", "not an array"),
+        (_wire(recipient="a@b.c"), "Message.recipient", "not a string"),
+        (_wire(app_label=5), "Message.app_label", "must be a string, not an integer"),
+        (_wire(app_label=["a"]), "Message.app_label", "not an array"),
+        (_wire(name=None), "Message.name", "must be a string, not null"),
+        (_wire(context=[1]), "Message.context", "must be an object, not an array"),
+        (_wire(context=None), "Message.context", "not null"),
+        (_wire(options="x"), "Message.options", "must be an object, not a string"),
+        (_wire(language=5), "Message.language", "must be a string or null, not an integer"),
+        (_wire(log_level="10"), "Message.log_level", "must be an integer or null"),
+        (_wire(log_level=True), "Message.log_level", "not true or false"),
+        (_wire(uuid=5), "Message.uuid", "must be a string, not an integer"),
+        (_wire(uuid=None), "Message.uuid", "not null"),
+        (_wire(uuid="nope"), "Message.uuid", "invalid value 'nope'"),
+        (_wire(send_uuid={}), "Message.send_uuid", "must be a string or null, not an object"),
+        (_wire(expiration_time=5), "Message.expiration_time", "not an integer"),
+        (_wire(expiration_time="soon"), "Message.expiration_time", "invalid value 'soon'"),
+        (
+            _wire(recipient={"lms_user_id": [1], "email_address": "a@b.c"}),
+            "Message.recipient.lms_user_id",
+            "must be an integer, a string or null, not an array",
+        ),
+        (
+            _wire(recipient={"lms_user_id": 1, "email_address": 5}),
+            "Message.recipient.email_address",
+            "must be a string or null, not an integer",
+        ),
+        (_wire(recipient={"lms_user_id": 1, "x": 1}), "Message.recipient", "unknown field"),
+        (_wire(recipient={}), "Message.recipient", "missing required field(s) ['lms_user_id']"),
+        # Missing and unknown fields.
+        (_wire(name=_DROP), "Message", "missing required field(s) ['name']"),
+        (_wire(recipient=_DROP), "Message", "missing required field(s) ['recipient']"),
+        (_wire(bogus=1), "Message", "unknown field(s) ['bogus']"),
+        # Bad tagged values deep in the free-form fields, with where they are.
+        (
+            _wire(context={"a": [0, {"when": {"$ace:datetime": "soon"}}]}),
+            "Message.context['a'][1]['when']",
+            "invalid $ace:datetime value 'soon'",
+        ),
+        (
+            _wire(options={"price": {"$ace:decimal": "cheap"}}),
+            "Message.options['price']",
+            "invalid $ace:decimal value 'cheap'",
+        ),
+        (_wire(context={"id": {"$ace:uuid": "x"}}), "Message.context['id']", "$ace:uuid"),
+        # Not JSON, not an object, not a string.
+        ("not json", "Message", "not valid JSON (Expecting value"),
+        (b"\xff", "Message", "not valid JSON"),
+        ('{"n": ' + "9" * 5000 + "}", "Message", "not valid JSON"),
+        ("[1, 2]", "Message", "expected a JSON object, got an array"),
+        ("null", "Message", "expected a JSON object, got null"),
+        (None, "Message", "expected a JSON string, got NoneType"),
+        (5, "Message", "expected a JSON string, got int"),
+    ],
+)
+def test_malformed_input_is_a_value_error_naming_the_field(text, field, problem):
+    with pytest.raises(ValueError) as info:
+        Message.from_string(text)
+    assert isinstance(info.value, DecodeError)
+    assert info.value.where == field
+    assert problem in info.value.problem
+    assert str(info.value).startswith(f"Cannot decode {field}: ")
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 5_000, 200_000])
+@pytest.mark.parametrize("opener", ["[", '{"a":'])
+def test_deep_nesting_is_a_value_error_not_a_recursion_error(depth, opener):
+    closer = "]" if opener == "[" else "}"
+    deep = opener * depth + "1" + closer * depth
+    in_context = _wire().replace('"context": {', '"context": {"deep": ' + deep + ", ", 1)
+    for text in (in_context, deep) if depth > 1000 else (in_context,):
+        with pytest.raises(DecodeError, match=f"nested deeper than {MAX_DEPTH} levels"):
+            Message.from_string(text)
+
+
+def test_nesting_up_to_the_limit_round_trips():
+    value: object = 1
+    for _ in range(MAX_DEPTH - 1):
+        value = [value]
+    message = Message("a", "b", None, context={"deep": value})
+    assert Message.from_string(str(message)) == message
+
+
+def test_message_type_and_recipient_refuse_wrong_types_too():
+    with pytest.raises(DecodeError, match=r"MessageType.context: must be an object, not an array"):
+        MessageType.from_string('{"context": [], "app_label": "a", "name": "b"}')
+    with pytest.raises(DecodeError, match=r"MessageType.name: must be a string, not an integer"):
+        MessageType.from_string('{"app_label": "a", "name": 5}')
+    with pytest.raises(DecodeError, match=r"Recipient: missing required field\(s\)"):
+        Recipient.from_string("{}")
+
+
+def test_a_string_written_by_the_reference_library_round_trips():
+    """The exact JSON edx-ace 1.15 writes for a full message (attr.asdict + its encoder)."""
+    reference = (
+        '{"app_label": "app", "name": "n", "recipient": {"lms_user_id": 7, "email_address": '
+        '"a@b.c"}, "expiration_time": "2030-01-01T00:00:00+00:00", "context": {"k": [1, "x", '
+        '{"y": null}], "flag": true, "ratio": 0.5}, "uuid": "a0d6e7e2-3c5e-4a57-9f2a-'
+        '5e0d0d9c9a11", "send_uuid": "6f7d1c1e-7a5b-4a33-8f19-2d1c3b4a5e6f", "options": '
+        '{"transactional": true, "headers": {"X-A": "1"}}, "language": "fr", "log_level": 10}'
+    )
+    message = Message.from_string(reference)
+    assert message.recipient == Recipient(lms_user_id=7, email_address="a@b.c")
+    assert message.context == {"k": [1, "x", {"y": None}], "flag": True, "ratio": 0.5}
+    assert Message.from_string(str(message)) == message
+    assert json.loads(str(message)) == json.loads(reference)
+
+
+def test_from_wire_still_takes_to_json_output():
+    message = full_message()
+    assert Message.from_wire(message.to_json()) == message
 
 
 def test_to_json_is_a_dictionary_of_fields():
