@@ -24,6 +24,13 @@ What happens to one message (one recipient, all their devices):
   ``ACE_CHANNEL_PUSH_RETRY_DELAY`` seconds);
 - otherwise :class:`~ace.errors.FatalChannelDeliveryError` with every device's reply.
 
+Endpoints are URLs that browsers handed in, so the requests go through
+:class:`ace.utils.http.GuardedSession`: each endpoint's host is resolved when it is sent to and
+must be public (:mod:`ace.utils.netguard`; refused, the device fails at once with the reason and
+nothing is connected to), the connection goes to the address that was checked, redirects are not
+followed (a 3xx fails that device), and only a reply's status line is kept, never its body.
+``PUSH_ALLOW_HTTP_LOOPBACK_ENDPOINTS`` (tests only) also allows endpoints on loopback.
+
 Settings: ``PUSH_NOTIFICATIONS_SETTINGS["WP_PRIVATE_KEY"]`` and ``["WP_CLAIMS"]["sub"]`` (filled
 from the ``VAPID_PRIVATE_KEY`` / ``VAPID_SUBJECT`` environment variables), ``["WP_ERROR_TIMEOUT"]``
 (seconds per request), ``ACE_CHANNEL_PUSH_TTL`` and ``ACE_CHANNEL_PUSH_RETRY_DELAY``.
@@ -49,7 +56,7 @@ from cryptography.hazmat.primitives import serialization
 from django.apps import apps
 from django.conf import settings
 from django.core.signals import setting_changed
-from py_vapid import Vapid
+from py_vapid import Vapid, VapidException
 from pywebpush import WebPusher, WebPushException
 
 from ace.channel import Channel, ChannelSession, ChannelType
@@ -60,7 +67,13 @@ from ace.errors import (
     RecipientAddressMissingError,
     RecoverableChannelDeliveryError,
 )
-from ace.utils.http import request_may_have_arrived
+from ace.utils.http import (
+    DestinationRefusedError,
+    GuardedSession,
+    request_may_have_arrived,
+    status_line,
+)
+from ace.utils.netguard import DestinationRefused, check_url_form
 
 if TYPE_CHECKING:
     from push_notifications.models import WebPushDevice
@@ -226,7 +239,11 @@ class PushNotificationSession(ChannelSession):
         self.retry_delay = timedelta(
             seconds=int(getattr(settings, "ACE_CHANNEL_PUSH_RETRY_DELAY", 60))
         )
-        self.http = requests.Session()
+        # Endpoints are URLs browsers handed in: vetted and pinned at send time, no redirects,
+        # no response bodies (ace.utils.http.GuardedSession).
+        self.http = GuardedSession(
+            allow_loopback=bool(getattr(settings, "PUSH_ALLOW_HTTP_LOOPBACK_ENDPOINTS", False))
+        )
         self._tokens: dict[str, tuple[float, dict[str, str]]] = {}
 
     def close(self) -> None:
@@ -323,6 +340,8 @@ class PushNotificationSession(ChannelSession):
             "keys": {"p256dh": device.p256dh, "auth": device.auth},
         }
         try:
+            # Before signing for it: py_vapid cannot even name some hosts (IPv6 literals).
+            check_url_form(device.registration_id, allow_loopback=self.http.allow_loopback)
             pusher = WebPusher(subscription, requests_session=self.http)
             response = pusher.send(
                 payload,
@@ -330,7 +349,10 @@ class PushNotificationSession(ChannelSession):
                 ttl=ttl,
                 timeout=self.timeout,
             )
-        except (WebPushException, ValueError, TypeError, KeyError) as exc:
+        except (DestinationRefused, DestinationRefusedError) as exc:
+            # Permanent, and nothing was connected to: the endpoint points inside the network.
+            return DeviceResult(device.pk, "failed", f"endpoint refused, not sent ({exc.reason})")
+        except (WebPushException, VapidException, ValueError, TypeError, KeyError) as exc:
             # Raised before any request: the stored subscription keys are unusable.
             message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
             return DeviceResult(device.pk, "failed", f"invalid subscription ({message})")
@@ -352,7 +374,7 @@ class PushNotificationSession(ChannelSession):
 
     def _interpret(self, device: WebPushDevice, response: requests.Response) -> DeviceResult:
         status = response.status_code
-        reply = f"HTTP {status} {response.reason or ''}".strip()
+        reply = status_line(response)  # never the body: it could be an internal service's
         if 200 <= status <= 202:
             return DeviceResult(device.pk, "sent")
         if status in (404, 410):
@@ -365,8 +387,9 @@ class PushNotificationSession(ChannelSession):
                 default=self.retry_delay,
             )
             return DeviceResult(device.pk, "retry", reply, retry_at)
-        text = (response.text or "").strip().replace("\n", " ")[:200]
-        return DeviceResult(device.pk, "failed", f"{reply}: {text}" if text else reply)
+        if 300 <= status < 400:
+            return DeviceResult(device.pk, "failed", f"{reply} (redirects are not followed)")
+        return DeviceResult(device.pk, "failed", reply)
 
     def _deactivate(self, device: WebPushDevice) -> None:
         from push_notifications.models import WebPushDevice

@@ -85,7 +85,10 @@ _NOT_SENT = (
 
 class DestinationRefusedError(requests.exceptions.InvalidURL):
     """The URL points where the server must not send (:mod:`ace.utils.netguard`); nothing was
-    sent and nothing was connected to. ``code`` and ``reason`` are the netguard refusal's."""
+    sent and nothing was connected to. ``code`` and ``reason`` are the netguard refusal's.
+
+    (An ``InvalidURL``, so also a ``ValueError``: catch it before those.)
+    """
 
     def __init__(self, refusal: DestinationRefused, **kwargs: Any) -> None:
         super().__init__(refusal.reason, **kwargs)
@@ -148,6 +151,7 @@ class GuardedSession(requests.Session):
 
     def __init__(self, *, allow_loopback: bool = False) -> None:
         super().__init__()
+        self.allow_loopback = allow_loopback
         self.trust_env = False
         adapter = _PinnedAdapter(allow_loopback=allow_loopback)
         self.mount("https://", adapter)

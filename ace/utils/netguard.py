@@ -4,10 +4,10 @@ else chose (a browser's push subscription endpoint), so that it cannot be aimed 
 own network (server-side request forgery).
 
 :func:`vet_url` checks the URL's form, resolves its host and checks every address it resolves
-to; the :class:`Destination` it returns holds the addresses that were checked, and a caller
-connects to one of those (never resolving the name again: a second look-up could answer
-differently, which is DNS rebinding). :mod:`ace.utils.http` has a ``requests`` session that
-does exactly that.
+to (:func:`check_url_form` does the part that needs no DNS); the :class:`Destination` it
+returns holds the addresses that were checked, and a caller connects to one of those (never
+resolving the name again: a second look-up could answer differently, which is DNS rebinding).
+:mod:`ace.utils.http` has a ``requests`` session that does exactly that.
 
 What is refused (:class:`DestinationRefused`, with a :attr:`~DestinationRefused.code`):
 
@@ -39,6 +39,7 @@ __all__ = [
     "UNRESOLVABLE",
     "Destination",
     "DestinationRefused",
+    "check_url_form",
     "is_public_address",
     "parse_host",
     "vet_url",
@@ -223,6 +224,15 @@ def _split(url: str) -> tuple[SplitResult, int]:
     return parts, port or (443 if scheme == "https" else 80)
 
 
+def check_url_form(url: str, *, allow_loopback: bool = False) -> None:
+    """Every check of :func:`vet_url` that needs no DNS (complete for an IP address host).
+
+    Raises:
+        DestinationRefused: Why the URL may not be requested.
+    """
+    _vet(url, allow_loopback=allow_loopback, lookup=False)
+
+
 def vet_url(url: str, *, allow_loopback: bool = False) -> Destination:
     """Check ``url`` and resolve its host: the addresses a request to it may connect to.
 
@@ -233,6 +243,12 @@ def vet_url(url: str, *, allow_loopback: bool = False) -> Destination:
     Raises:
         DestinationRefused: Why the URL may not be requested.
     """
+    destination = _vet(url, allow_loopback=allow_loopback, lookup=True)
+    assert destination is not None
+    return destination
+
+
+def _vet(url: str, *, allow_loopback: bool, lookup: bool) -> Destination | None:
     parts, port = _split(url)
     scheme = parts.scheme.lower()
     host, literal, canonical = parse_host(parts.hostname or "")
@@ -244,6 +260,8 @@ def vet_url(url: str, *, allow_loopback: bool = False) -> Destination:
         addresses: tuple[IPAddress, ...] = (literal,)
     elif _is_localhost_name(host) and not allow_loopback:
         raise DestinationRefused(NOT_PUBLIC)  # no need to ask DNS what localhost is
+    elif not lookup:
+        return None
     else:
         addresses = resolve(host, port)
     loopback = allow_loopback and all(a.is_loopback for a in addresses)

@@ -18,6 +18,7 @@ from ace.utils.netguard import (
     NOT_PUBLIC,
     UNRESOLVABLE,
     DestinationRefused,
+    check_url_form,
     is_public_address,
     vet_url,
 )
@@ -228,3 +229,12 @@ def test_the_loopback_allowance_is_only_loopback():
     # Odd spellings stay refused even where loopback is allowed.
     assert refusal("http://127.1:8000/p", allow_loopback=True) == HOST_INVALID
     assert refusal("https://2130706433/p", allow_loopback=True) == HOST_INVALID
+
+
+def test_check_url_form_needs_no_dns(resolver):
+    check_url_form("https://intranet.example.org/p")  # a name: left to vet_url
+    check_url_form(f"https://{PUBLIC_V4}/p")
+    for url in ("https://127.1/p", "https://[::1]/p", "https://localhost./p", "http://x.org/"):
+        with pytest.raises(DestinationRefused):
+            check_url_form(url)
+    assert resolver.lookups == []
