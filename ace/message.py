@@ -136,6 +136,24 @@ class Message(MessageAttributeSerializationMixin):
         self.report("message_name", self.unique_name)
         self.report("language", self.language)
 
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Message:
+        """As :meth:`MessageAttributeSerializationMixin.from_wire`; also reads the
+        ``headers`` field that edx-ace 1.15 writes (email headers, a ``Message`` attribute
+        there): they become ``options['headers']``, which the email channels here read
+        (the message's own ``options['headers']`` win on a clash)."""
+        if isinstance(data, dict) and "headers" in data:
+            data = dict(data)
+            headers = data.pop("headers")
+            check_wire_type("Message.headers", headers, (dict, None))
+            if headers:
+                options = data.get("options", {})
+                check_wire_type("Message.options", options, (dict,))
+                own = options.get("headers") or {}
+                check_wire_type("Message.options['headers']", own, (dict,))
+                data["options"] = {**options, "headers": {**headers, **own}}
+        return super().from_wire(data)
+
 
 class MessageLoggingAdapter(logging.LoggerAdapter):
     """

@@ -263,6 +263,25 @@ def test_a_string_written_by_the_reference_library_round_trips():
     assert json.loads(str(message)) == json.loads(reference)
 
 
+def test_a_string_written_by_edx_ace_1_15_decodes_its_headers_into_the_options():
+    """edx-ace 1.15 adds a ``headers`` attribute (email headers) that the spec's Message does
+    not have; a message it queued still decodes, its headers where our channels read them."""
+    written = (
+        '{"app_label": "app", "name": "n", "recipient": {"lms_user_id": 7, "email_address": '
+        '"a@b.c"}, "expiration_time": null, "context": {}, "uuid": "a0d6e7e2-3c5e-4a57-9f2a-'
+        '5e0d0d9c9a11", "send_uuid": null, "options": {"headers": {"X-B": "own"}}, '
+        '"headers": %s, "language": "fr", "log_level": null}'
+    )
+    plain = Message.from_string(written % "{}")
+    assert plain.options == {"headers": {"X-B": "own"}}
+    assert Message.from_string(str(plain)) == plain
+    message = Message.from_string(written % '{"X-A": "1", "X-B": "theirs"}')
+    assert message.options == {"headers": {"X-A": "1", "X-B": "own"}}
+    assert Message.from_string(str(message)) == message
+    with pytest.raises(DecodeError, match=r"Message.headers: must be an object or null"):
+        Message.from_string(written % "[]")
+
+
 def test_from_wire_still_takes_to_json_output():
     message = full_message()
     assert Message.from_wire(message.to_json()) == message
