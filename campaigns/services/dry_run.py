@@ -102,7 +102,7 @@ def campaign_dry_run(
     policies = list(ace_policy.policies())
     builder = campaign_message_builder(
         campaign=campaign,
-        expiration_time=campaign_expires_at(campaign=campaign, start=campaign_policies.now()),
+        expiration_time=campaign_expires_at(campaign=campaign, start=campaign_policies.clock.now()),
     )
     reach = {c.value: ChannelReach() for c in channels}
     denials: dict[str, PolicyDenials] = {}

@@ -52,7 +52,7 @@ def run_recover(*, run: CampaignRun, quiet_since: dt.datetime | None = None) -> 
             enqueue.deliver_batch(run_id=run.pk, recipient_ids=ids, batch_id=batch_pk)
             enqueued += 1
     if enqueued:
-        log.warning("Run %s made no progress; enqueued %s task(s) again", run.pk, enqueued)
+        log.warning("Run %s made no progress; tasks enqueued again: %s", run.pk, enqueued)
     return enqueued
 
 

@@ -20,6 +20,7 @@ from campaigns.models import (
 )
 from campaigns.services import enqueue
 from campaigns.services.runs import run_start
+from tests.campaigns.clock import clock  # noqa: F401 - a fixture
 from tests.campaigns.plugin_caches import reset_plugin_caches
 from tests.campaigns.services.helpers import HERE, ROOT, Worker, broker_url
 
