@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import json
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -18,8 +16,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from push_notifications.models import BROWSER_TYPES, WebPushDevice
 
+from ace.utils import netguard
+
 BROWSERS = {code.lower(): code for code, _ in BROWSER_TYPES}
-LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 MAX_ENDPOINT_LENGTH = 2048
 
 NOT_AN_OBJECT = "The body must be a JSON object: PushSubscription.toJSON() plus a browser name."
@@ -28,6 +27,17 @@ ENDPOINT_TOO_LONG = f"endpoint is longer than {MAX_ENDPOINT_LENGTH} characters."
 ENDPOINT_NOT_HTTPS = "endpoint must be an https:// URL of a push service."
 ENDPOINT_PRIVATE_HOST = "endpoint must not point at a private, loopback or reserved address."
 ENDPOINT_CREDENTIALS = "endpoint must not contain a user name or password."
+ENDPOINT_HOST_INVALID = (
+    "endpoint's host is not a valid host name or IP address (push services use DNS names)."
+)
+ENDPOINT_UNRESOLVABLE = "endpoint's host name does not resolve to an address."
+ENDPOINT_REFUSALS = {
+    netguard.NOT_HTTPS: ENDPOINT_NOT_HTTPS,
+    netguard.CREDENTIALS: ENDPOINT_CREDENTIALS,
+    netguard.HOST_INVALID: ENDPOINT_HOST_INVALID,
+    netguard.NOT_PUBLIC: ENDPOINT_PRIVATE_HOST,
+    netguard.UNRESOLVABLE: ENDPOINT_UNRESOLVABLE,
+}
 KEYS_REQUIRED = "keys.p256dh and keys.auth are required (PushSubscription.toJSON().keys)."
 P256DH_INVALID = "keys.p256dh must be a base64url P-256 public key (65 bytes, uncompressed)."
 AUTH_INVALID = "keys.auth must be a base64url 16-byte authentication secret."
@@ -60,27 +70,15 @@ def _endpoint_errors(endpoint: Any) -> list[str]:
         return [ENDPOINT_REQUIRED]
     if len(endpoint) > MAX_ENDPOINT_LENGTH:
         return [ENDPOINT_TOO_LONG]
-    parts = urlsplit(endpoint)
-    host = (parts.hostname or "").lower()
-    if parts.username or parts.password:
-        return [ENDPOINT_CREDENTIALS]
-    if not host:
-        return [ENDPOINT_NOT_HTTPS]
-    loopback_allowed = getattr(settings, "PUSH_ALLOW_HTTP_LOOPBACK_ENDPOINTS", False)
-    if loopback_allowed and host in LOOPBACK_HOSTS and parts.scheme in ("http", "https"):
-        return []
-    if parts.scheme != "https":
-        return [ENDPOINT_NOT_HTTPS]
-    # The server will POST to this URL: refuse addresses inside the network (SSRF). Names are
-    # not resolved here; real push services are public hosts (fcm.googleapis.com, ...).
-    if host == "localhost" or host.endswith(".localhost"):
-        return [ENDPOINT_PRIVATE_HOST]
+    # The server will POST to this URL: its host must be public in every spelling, and so must
+    # every address it resolves to now (the channel checks again at each send: DNS can change).
     try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return []
-    if not address.is_global:
-        return [ENDPOINT_PRIVATE_HOST]
+        netguard.vet_url(
+            endpoint,
+            allow_loopback=bool(getattr(settings, "PUSH_ALLOW_HTTP_LOOPBACK_ENDPOINTS", False)),
+        )
+    except netguard.DestinationRefused as refusal:
+        return [ENDPOINT_REFUSALS[refusal.code]]
     return []
 
 

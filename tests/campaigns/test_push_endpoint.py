@@ -7,20 +7,44 @@ import json
 import pytest
 from django.test import Client
 from django.urls import reverse
+from fake_dns import ConnectionGuard, CountingListener, FakeResolver
+from fake_push_service import BrowserSubscription
 from push_fixtures import *  # noqa: F403  (the fixtures)
 from push_fixtures import VAPID_SUBJECT
 from push_notifications.models import WebPushDevice
 
 from ace.channel.push_notification import PushNotificationChannel
+from ace.errors import FatalChannelDeliveryError
 from ace.message import Message
 from ace.recipient import Recipient
 from ace.renderers import RenderedPushNotification
+from ace.utils import netguard
 from campaigns.push import services, views
 from tests.campaigns.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 
 URL = "/push/subscriptions/"
+PUBLIC = "93.184.215.14"
+
+
+@pytest.fixture(autouse=True)
+def resolver(monkeypatch) -> FakeResolver:
+    """Registration resolves endpoint hosts: a fake resolver answers, no DNS query is sent."""
+    return FakeResolver(
+        {
+            "push.example.org": [PUBLIC],
+            "intranet.example.org": ["10.0.0.1"],
+            "loop.example.org": ["127.0.0.1"],
+            "metadata.example.org": ["169.254.169.254"],
+            "mixed.example.org": [PUBLIC, "192.168.0.7"],
+        }
+    ).install(monkeypatch)
+
+
+@pytest.fixture
+def guard(monkeypatch) -> ConnectionGuard:
+    return ConnectionGuard().install(monkeypatch)
 
 
 @pytest.fixture
@@ -246,3 +270,109 @@ def test_push_vapid_keys_command_prints_a_usable_pair(settings):
 
     assert configuration_problem() == ""
     assert vapid_public_key() == public
+
+
+# SSRF: endpoints inside the network are refused in every spelling
+# ------------------------------------------------------------------------------
+
+PRIVATE = services.ENDPOINT_PRIVATE_HOST
+INVALID = services.ENDPOINT_HOST_INVALID
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "message"),
+    [
+        ("https://127.0.0.1/p", PRIVATE),
+        ("https://127.1/p", PRIVATE),
+        ("https://2130706433/p", PRIVATE),
+        ("https://0x7f000001/p", PRIVATE),
+        ("https://0177.0.0.1/p", PRIVATE),
+        ("https://0/p", PRIVATE),
+        ("https://127.0.0.1./p", PRIVATE),
+        ("https://[::1]/p", PRIVATE),
+        ("https://[fe80::1]/p", PRIVATE),
+        ("https://[fd12:3456::1]/p", PRIVATE),
+        ("https://[::ffff:127.0.0.1]/p", PRIVATE),
+        ("https://[::ffff:10.0.0.1]/p", PRIVATE),
+        ("https://localhost/p", PRIVATE),
+        ("https://localhost./p", PRIVATE),
+        ("https://LOCALHOST/p", PRIVATE),
+        ("https://intranet.example.org/p", PRIVATE),
+        ("https://loop.example.org/p", PRIVATE),
+        ("https://metadata.example.org/latest/meta-data/", PRIVATE),
+        ("https://mixed.example.org/p", PRIVATE),
+        ("https://224.0.0.1/p", PRIVATE),
+        ("https://100.64.0.1/p", PRIVATE),
+        ("https://134744072/p", INVALID),
+        ("https://1.2.3.999/p", INVALID),
+        ("https://nowhere.example.org/p", services.ENDPOINT_UNRESOLVABLE),
+        ("http://push.example.org/p", services.ENDPOINT_NOT_HTTPS),
+    ],
+)
+def test_internal_endpoints_are_refused_at_registration(
+    client_for, user, push_settings, guard, endpoint, message
+):
+    push_settings.PUSH_ALLOW_HTTP_LOOPBACK_ENDPOINTS = False
+    client, token = client_for(user)
+    body = {**browser_json(BrowserSubscription(endpoint)), "endpoint": endpoint}
+    response = post(client, token, body)
+    assert response.status_code == 400, response.content
+    assert response.json() == {"errors": {"endpoint": [message]}}
+    for internal in ("10.0.0.1", "169.254", "192.168", "gaierror", "Traceback"):
+        assert internal not in response.content.decode(), "no internals in the message"
+    assert not WebPushDevice.objects.exists()
+    assert guard.attempts == []
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "http://127.1:8000/p",
+        "http://2130706433:8000/p",
+        "http://0:8000/p",
+        "http://intranet.example.org:8000/p",
+        "https://10.0.0.1/p",
+        "https://[fd00::1]/p",
+    ],
+)
+def test_the_loopback_allowance_admits_nothing_else(client_for, user, endpoint):
+    client, token = client_for(user)  # push_settings: PUSH_ALLOW_HTTP_LOOPBACK_ENDPOINTS on
+    body = {**browser_json(BrowserSubscription(endpoint)), "endpoint": endpoint}
+    response = post(client, token, body)
+    assert response.status_code == 400, response.content
+    assert not WebPushDevice.objects.exists()
+
+
+def test_a_public_name_is_registered(client_for, user, push_settings, resolver):
+    push_settings.PUSH_ALLOW_HTTP_LOOPBACK_ENDPOINTS = False
+    client, token = client_for(user)
+    sub = BrowserSubscription("https://push.example.org/wpush/v2/abc")
+    assert post(client, token, browser_json(sub)).status_code == 201
+    assert resolver.lookups == ["push.example.org"]
+
+
+def test_dns_rebinding_after_registration_is_refused_at_send(
+    client_for, user, push_settings, resolver, guard
+):
+    """Public when registered, loopback when sent: the send refuses it and connects nowhere."""
+    push_settings.PUSH_ALLOW_HTTP_LOOPBACK_ENDPOINTS = False
+    listener = CountingListener()
+    try:
+        sub = BrowserSubscription(f"https://push.example.org:{listener.port}/wpush/1")
+        client, token = client_for(user)
+        assert post(client, token, browser_json(sub)).status_code == 201
+        resolver.answer("push.example.org", "127.0.0.1")
+
+        message = Message(
+            app_label="pushtest", name="hello", recipient=Recipient(lms_user_id=user.pk)
+        )
+        with pytest.raises(FatalChannelDeliveryError) as excinfo:
+            PushNotificationChannel().deliver(
+                message, RenderedPushNotification(title="Hi", body="there")
+            )
+        assert "endpoint refused, not sent" in str(excinfo.value)
+        assert netguard.MESSAGES[netguard.NOT_PUBLIC] in str(excinfo.value)
+        assert guard.attempts == []
+        assert listener.connections == 0
+    finally:
+        listener.close()
