@@ -20,13 +20,23 @@ def get_action_links(
     The action links (view online, unsubscribe...) the channel offers for this message.
 
     Usage: ``{% get_action_links channel omit_unsubscribe_link=True as action_links %}``.
-    The unsubscribe link is omitted if the argument is true or the context's
-    ``omit_unsubscribe_link`` is (the reference ignored the argument). Without a channel
-    argument, the context's ``channel`` is used.
+
+    As in the reference, the channel's ``action_links`` attribute is read as is, and
+    ``channel.get_action_links(omit_unsubscribe_link=True)`` is only called when the
+    unsubscribe link is to be left out. It is left out if the argument is true or the
+    context's ``omit_unsubscribe_link`` is (the reference ignored the context variable).
+    Without a channel argument, the context's ``channel`` is used. A channel with only one of
+    the two gets the other's behaviour: no ``action_links`` -> ``get_action_links()``; no
+    ``get_action_links`` when omitting -> no links (which link unsubscribes is unknown).
     """
     channel = channel if channel is not None else context.get("channel")
-    get_links = getattr(channel, "get_action_links", None)
-    if get_links is None:
+    if channel is None:
         return []
     omit = bool(omit_unsubscribe_link or context.get("omit_unsubscribe_link"))
-    return list(get_links(omit_unsubscribe_link=omit))
+    get_links = getattr(channel, "get_action_links", None)
+    if omit:
+        return list(get_links(omit_unsubscribe_link=True)) if callable(get_links) else []
+    links = getattr(channel, "action_links", None)
+    if links is None:
+        return list(get_links(omit_unsubscribe_link=False)) if callable(get_links) else []
+    return list(links)
