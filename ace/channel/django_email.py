@@ -42,7 +42,12 @@ from django.utils.module_loading import import_string
 
 from ace.channel import Channel, ChannelSession, mime
 from ace.channel.mixins import EmailChannelMixin
-from ace.channel.smtp_pipelining import Envelope, PipelinedSMTPTransport, SMTPReplyLost
+from ace.channel.smtp_pipelining import (
+    Envelope,
+    PipelinedSMTPTransport,
+    SMTPOutOfSequence,
+    SMTPReplyLost,
+)
 from ace.errors import (
     ChannelError,
     DeliveryOutcomeUnknownError,
@@ -134,6 +139,10 @@ def breaks_connection(exc: BaseException) -> bool:
         return True
     if isinstance(exc, smtplib.SMTPResponseException) and exc.smtp_code in (421, -1):
         return True
+    if isinstance(exc, smtplib.SMTPRecipientsRefused) and any(
+        code in (421, -1) for code, _ in exc.recipients.values()
+    ):
+        return True  # (smtplib closed the connection on a 421 to RCPT)
     if isinstance(exc, smtplib.SMTPServerDisconnected):
         return True
     # Other SMTP errors leave the session usable (smtplib sends RSET); SMTPException is an
@@ -230,10 +239,31 @@ class DjangoEmailChannel(EmailChannelMixin, Channel):
         return pipelined_session_for(self) or DjangoEmailSession(self)
 
 
+def _out_of_sequence(exc: BaseException, content_sent: bool) -> tuple[int, Any] | None:
+    """The reply, if ``exc`` is a ``500``/``503`` (bad syntax, bad sequence of commands) or a
+    reply that is no answer (1xx-3xx where smtplib wanted 250) to MAIL, RCPT or the DATA
+    command: the server's idea of the session is not the client's, a connection problem."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        replies = list(exc.recipients.values())
+    elif isinstance(exc, smtplib.SMTPSenderRefused) or (
+        isinstance(exc, smtplib.SMTPDataError) and not content_sent
+    ):
+        replies = [(exc.smtp_code, exc.smtp_error)]
+    else:  # (an SMTPDataError after the content is the message's own result)
+        return None
+    return next(((c, r) for c, r in replies if c in (500, 503) or 100 <= c < 400), None)
+
+
 class DjangoEmailSession(ChannelSession):
     """
     Sends many emails over one open backend connection; the only place where the batch path
     hits the network for this channel.
+
+    A failure affects only its email: after one, the connection is reset (``RSET``; smtplib
+    does so after most failures, not after a refused ``DATA`` command) or, if it cannot be,
+    closed and reopened for the next email. A ``500``/``503`` out of sequence is the
+    connection's fault: the email is sent again once on a fresh connection, and is
+    recoverable (never fatal) if that happens again.
     """
 
     channel: DjangoEmailChannel
@@ -241,6 +271,7 @@ class DjangoEmailSession(ChannelSession):
     def __init__(self, channel: DjangoEmailChannel) -> None:
         super().__init__(channel)
         self._connection: Any = None
+        self._data_writes: list[int] | None = None  # (see _watch_data)
 
     def deliver_many(self, items: Sequence[tuple[Message, Any]]) -> list[Exception | None]:
         results: list[Exception | None] = []
@@ -255,34 +286,58 @@ class DjangoEmailSession(ChannelSession):
 
     def send_email(self, email: EmailMultiAlternatives) -> ChannelError | None:
         """Send one built email on the open connection (opening it if needed)."""
+        fresh = False
+        while True:
+            try:
+                connection = self._open()
+                sent = connection.send_messages([email])
+            except Exception as exc:
+                cause: BaseException = exc
+                writes = self._data_writes
+                confused = _out_of_sequence(exc, content_sent=writes is None or writes[0] >= 2)
+                if confused is not None:
+                    LOG.warning("SMTP: %s %r out of sequence; reconnecting", *confused)
+                    self._discard()
+                    if not fresh:
+                        fresh = True
+                        continue  # once more, on a fresh connection
+                    cause = SMTPOutOfSequence(*confused)
+                error = smtp_error_to_channel_error(cause)
+                if error is None:
+                    raise
+                if breaks_connection(cause):
+                    self._discard()
+                else:
+                    self._reset()
+                if error is not cause:
+                    error.__cause__ = cause
+                return error
+            return None if sent else FatalChannelDeliveryError(NOT_SENT)
+
+    def _reset(self) -> None:
+        """After a failed transaction: RSET, or close a connection that cannot reset (or that
+        smtplib closed, as it does on a 421)."""
+        smtp = getattr(self._connection, "connection", None)
+        if not isinstance(smtp, smtplib.SMTP):
+            return
         try:
-            connection = self._open()
-            sent = connection.send_messages([email])
-        except Exception as exc:
-            error = smtp_error_to_channel_error(exc)
-            if error is None:
-                raise
-            if breaks_connection(exc):
-                self._discard()
-            if error is not exc:
-                error.__cause__ = exc
-            return error
-        if not sent:
-            return FatalChannelDeliveryError(NOT_SENT)
-        return None
+            code = smtp.rset()[0] if smtp.sock is not None else -1
+        except (smtplib.SMTPException, OSError):
+            code = -1
+        if code != 250:
+            self._discard()
 
     def _open(self) -> Any:
         if self._connection is None:
             connection = get_connection(fail_silently=False)
             connection.open()
             smtp = getattr(connection, "connection", None)
-            if isinstance(smtp, smtplib.SMTP):
-                _watch_data(smtp)
+            self._data_writes = _watch_data(smtp) if isinstance(smtp, smtplib.SMTP) else None
             self._connection = connection
         return self._connection
 
     def _discard(self) -> None:
-        connection, self._connection = self._connection, None
+        connection, self._connection, self._data_writes = self._connection, None, None
         if connection is not None:
             try:
                 connection.close()
@@ -294,10 +349,12 @@ class DjangoEmailSession(ChannelSession):
         self._discard()
 
 
-def _watch_data(smtp: smtplib.SMTP) -> None:
+def _watch_data(smtp: smtplib.SMTP) -> list[int]:
     """Make ``smtp`` raise :class:`~ace.channel.smtp_pipelining.SMTPReplyLost` instead of
     ``SMTPServerDisconnected`` when the connection is lost after the message content was
     written in ``DATA`` (``smtplib`` raises the same error before and after that point).
+    Returns the count of writes in the current ``data()`` call (``[2]``: the content went
+    out, so an ``SMTPDataError`` is the reply to it, not to the ``DATA`` command).
 
     ``SMTP.data()`` writes twice -- the ``DATA`` command, then (after the 354 reply) the
     content ending with the ``.`` line -- and reads a reply after each. Both methods are
@@ -322,6 +379,7 @@ def _watch_data(smtp: smtplib.SMTP) -> None:
 
     smtp.send = counting_send  # type: ignore[method-assign]
     smtp.data = watched_data  # type: ignore[method-assign]
+    return writes
 
 
 # The pipelined session -----------------------------------------------------------------------

@@ -14,6 +14,7 @@ from ace_stubs import make_message
 
 from ace.channel.django_email import (
     DjangoEmailChannel,
+    DjangoEmailSession,
     PipelinedEmailSession,
     django_smtp_connector,
     smtp_error_to_channel_error,
@@ -284,10 +285,67 @@ def to_smtp_result(error):
 
 
 @pytest.mark.usefixtures("no_policies")
-def test_pipelined_session_faults_affect_only_their_message(faulty):
-    with PipelinedEmailSession(DjangoEmailChannel(), connections=4) as session:
+@pytest.mark.parametrize("session_class", [PipelinedEmailSession, DjangoEmailSession])
+def test_session_faults_affect_only_their_message(faulty, session_class):
+    with session_class(DjangoEmailChannel()) as session:
         results = session.deliver_many(session_items())
     assert_only_the_faulted_messages_failed(faulty, [to_smtp_result(r) for r in results])
+
+
+@pytest.mark.usefixtures("no_policies")
+def test_plain_session_resets_after_a_refused_data_command(smtp_backend):
+    # smtplib itself does not reset after a refused DATA command; a server keeping that
+    # transaction open would answer the next MAIL with 503.
+    smtp_backend.reply("nodata", "554 5.5.1 No", stage="data_command", keep_open=True)
+    with DjangoEmailSession(DjangoEmailChannel()) as session:
+        results = session.deliver_many(plain_items(["user-0", "nodata-1", "user-2"]))
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], FatalChannelDeliveryError) and "554" in str(results[1])
+    assert [m.rcpt_tos for m in smtp_backend.messages] == [
+        ["user-0@example.org"],
+        ["user-2@example.org"],
+    ]
+    assert smtp_backend.connections == 1  # a reset, not a new connection
+
+
+@pytest.mark.usefixtures("no_policies")
+@pytest.mark.parametrize("stage", ["mail_from", "rcpt", "data_command"])
+def test_plain_session_sends_again_on_a_fresh_connection_after_a_503(smtp_backend, stage):
+    smtp_backend.reply("seq503", "503 5.5.1 Bad sequence of commands", stage=stage, times=1)
+    with DjangoEmailSession(DjangoEmailChannel()) as session:
+        results = session.deliver_many(plain_items(["user-0", "seq503-1", "user-2"]))
+    assert results == [None] * 3
+    assert sorted(m.rcpt_tos[0] for m in smtp_backend.messages) == [
+        "seq503-1@example.org",
+        "user-0@example.org",
+        "user-2@example.org",
+    ]
+    assert smtp_backend.connections == 2
+
+
+@pytest.mark.usefixtures("no_policies")
+def test_plain_session_503_again_is_recoverable_never_fatal(smtp_backend):
+    smtp_backend.reply("seq503", "503 5.5.1 Bad sequence of commands")  # for ever
+    with DjangoEmailSession(DjangoEmailChannel()) as session:
+        results = session.deliver_many(plain_items(["user-0", "seq503-1", "user-2"]))
+    assert results[0] is None and results[2] is None
+    assert type(results[1]) is RecoverableChannelDeliveryError
+    assert isinstance(results[1].__cause__, SMTPOutOfSequence)
+    assert "503" in str(results[1])
+    assert len(smtp_backend.messages) == 2
+
+
+def plain_items(names: list[str]) -> list:
+    channel = DjangoEmailChannel()
+    items = []
+    for i, name in enumerate(names):
+        address = f"{name}@example.org"
+        message = make_message(
+            recipient=Recipient(lms_user_id=i, email_address=address),
+            options={"from_address": address},
+        )
+        items.append((message, render(channel, message)))
+    return items
 
 
 # Out of sequence: the connection's fault, not the message's ---------------------------------
