@@ -243,31 +243,46 @@ class DeliveryQuerySet(models.QuerySet):
                     .filter(pk__in=list(others), status=expected)
                     .values_list("pk", flat=True)
                 )
-                objs = []
-                for pk in still:
-                    change = others[pk]
-                    objs.append(
-                        self.model(
-                            pk=pk,
-                            status=change.status,
-                            reason=change.reason[:REASON_MAX],
-                            exception_type=change.exception_type[:100],
-                            next_attempt_at=change.next_attempt_at,
-                            updated_at=now,
-                        )
-                    )
-                    if change.status in self.model.TERMINAL:
-                        counts[change.status] += 1
-                if objs:
-                    self.bulk_update(
-                        objs,
-                        ["status", "reason", "exception_type", "next_attempt_at", "updated_at"],
-                    )
+                counts += self._apply(others, list(still), now)
             if attempts:
                 counts += self._record_late(run_id, changes, attempts, sent_at or now)
             runs.count_terminal(
                 run_id=run_id, counts=counts - Counter({status.SENT: counts[status.SENT]})
             )
+        return counts
+
+    def _apply(
+        self,
+        changes: dict[int, DeliveryChange],
+        pks: list[int],
+        now: dt.datetime,
+        sent_at: dt.datetime | None = None,
+    ) -> Counter:
+        """``bulk_update`` rows ``pks`` to their change (``sent_at`` for those now SENT);
+        returns the terminal statuses written."""
+        status = self.model.Status
+        counts: Counter = Counter()
+        objs = []
+        for pk in pks:
+            change = changes[pk]
+            objs.append(
+                self.model(
+                    pk=pk,
+                    status=change.status,
+                    reason=change.reason[:REASON_MAX],
+                    exception_type=change.exception_type[:100],
+                    next_attempt_at=change.next_attempt_at,
+                    sent_at=sent_at if change.status == status.SENT else None,
+                    updated_at=now,
+                )
+            )
+            if change.status in self.model.TERMINAL:
+                counts[change.status] += 1
+        fields = ["status", "reason", "exception_type", "next_attempt_at", "updated_at"]
+        if sent_at is not None:
+            fields.append("sent_at")
+        if objs:
+            self.bulk_update(objs, fields)
         return counts
 
     def _record_late(
@@ -290,27 +305,7 @@ class DeliveryQuerySet(models.QuerySet):
         ]
         if not late:
             return Counter()
-        now = timezone.now()
-        objs = []
-        counts: Counter = Counter()
-        for pk in late:
-            change = changes[pk]
-            objs.append(
-                self.model(
-                    pk=pk,
-                    status=change.status,
-                    reason=change.reason[:REASON_MAX],
-                    exception_type=change.exception_type[:100],
-                    next_attempt_at=change.next_attempt_at,
-                    sent_at=sent_at if change.status == status.SENT else None,
-                    updated_at=now,
-                )
-            )
-            if change.status in self.model.TERMINAL:
-                counts[change.status] += 1
-        self.bulk_update(
-            objs, ["status", "reason", "exception_type", "next_attempt_at", "sent_at", "updated_at"]
-        )
+        counts = self._apply(changes, late, timezone.now(), sent_at=sent_at)
         runs = _run_model(self.model).objects
         runs.filter(pk=run_id).update(unknown=F("unknown") - len(late))
         runs.count_terminal(run_id=run_id, counts=Counter({status.SENT: counts[status.SENT]}))

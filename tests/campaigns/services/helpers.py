@@ -8,9 +8,11 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from django.core import mail
 from django.utils import timezone
 
 from campaigns.models import Campaign, CampaignRun, RecipientList, RecipientListEntry, RunBatch
@@ -61,6 +63,16 @@ def make_campaign(size: int, **fields) -> Campaign:
     )
     fields.setdefault("status", Campaign.Status.SCHEDULED)
     return CampaignFactory(message_type=message_type, recipient_source=source, **fields)
+
+
+def recipients_of_outbox() -> list[str]:
+    """Every address the locmem outbox sent to, once per message."""
+    return [to for message in mail.outbox for to in message.to]
+
+
+def statuses(run: CampaignRun) -> dict[str, int]:
+    """How many of the run's delivery rows are in each status."""
+    return dict(Counter(run.deliveries.values_list("status", flat=True)))
 
 
 def claimed_run(campaign: Campaign) -> tuple[CampaignRun, RunBatch]:

@@ -25,22 +25,13 @@ from tests.campaigns.services.helpers import (
     claimed_run,
     list_of,
     make_campaign,
+    recipients_of_outbox,
+    statuses,
 )
 
 pytestmark = pytest.mark.django_db
 
 S = Delivery.Status
-
-
-def recipients_of_outbox() -> list[str]:
-    return [to for message in mail.outbox for to in message.to]
-
-
-def statuses(run: CampaignRun) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for status in run.deliveries.values_list("status", flat=True):
-        counts[status] = counts.get(status, 0) + 1
-    return counts
 
 
 def test_a_redelivered_batch_sends_nothing_twice(dispatch_settings, start):

@@ -26,22 +26,13 @@ from tests.campaigns.services.helpers import (
     address,
     claimed_run,
     make_campaign,
+    recipients_of_outbox,
+    statuses,
 )
 
 pytestmark = pytest.mark.django_db
 
 S = Delivery.Status
-
-
-def recipients_of_outbox() -> list[str]:
-    return [to for message in mail.outbox for to in message.to]
-
-
-def statuses(run: CampaignRun) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for status in run.deliveries.values_list("status", flat=True):
-        counts[status] = counts.get(status, 0) + 1
-    return counts
 
 
 def test_resend_unknown_needs_the_permission_then_resends_only_those(dispatch_settings, enqueued):

@@ -11,22 +11,11 @@ from campaigns.models import Campaign, CampaignRun, Delivery, RunBatch
 from campaigns.resolvers import resolver_for_source
 from campaigns.services import enqueue
 from campaigns.services.runs import run_start
-from tests.campaigns.services.helpers import address, make_campaign
+from tests.campaigns.services.helpers import address, make_campaign, recipients_of_outbox
 
 pytestmark = pytest.mark.django_db
 
 S = Delivery.Status
-
-
-def recipients_of_outbox() -> list[str]:
-    return [to for message in mail.outbox for to in message.to]
-
-
-def statuses(run: CampaignRun) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for status in run.deliveries.values_list("status", flat=True):
-        counts[status] = counts.get(status, 0) + 1
-    return counts
 
 
 def test_a_run_sends_each_recipient_once_then_completes(dispatch_settings, start):
