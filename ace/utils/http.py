@@ -97,10 +97,12 @@ class DestinationRefusedError(requests.exceptions.InvalidURL):
 
 
 class _PinnedAdapter(HTTPAdapter):
-    """Vets each request's URL and connects to the address that was checked.
+    """Vets each request's URL and connects to an address that was checked.
 
     The connection pool is keyed by that IP address (and, for https, by the name sent as SNI
-    and checked against the certificate), so urllib3 never resolves the name again.
+    and checked against the certificate), so urllib3 never resolves the name again. When no
+    connection could be made to the first address, the first one of the other address family
+    is tried (an IPv4-only server given an IPv6 address first, say); nothing else is retried.
     """
 
     def __init__(self, *, allow_loopback: bool, **kwargs: Any) -> None:
@@ -117,6 +119,23 @@ class _PinnedAdapter(HTTPAdapter):
                 raise requests.ConnectionError(error, request=request) from None
             raise DestinationRefusedError(refusal, request=request) from None
 
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        destination = self.vet(request)
+        first = destination.addresses[0]
+        other = next((a for a in destination.addresses if a.version != first.version), None)
+        # http.client would otherwise name the IP address in the Host header.
+        request.headers["Host"] = destination.host_header
+        for address in (first, other) if other else (first,):
+            request._ace_pin = (destination, address)  # type: ignore[attr-defined]
+            try:
+                return super().send(request, *args, **kwargs)
+            except requests.ConnectionError as error:
+                if address is not first or other is None or request_may_have_arrived(error):
+                    raise
+                if isinstance(error, requests.exceptions.SSLError):
+                    raise  # reached a server; its certificate is the problem
+        raise AssertionError("unreachable")
+
     def get_connection_with_tls_context(
         self,
         request: requests.PreparedRequest,
@@ -124,13 +143,11 @@ class _PinnedAdapter(HTTPAdapter):
         proxies: Any = None,
         cert: Any = None,
     ) -> Any:
-        destination = self.vet(request)
+        destination, address = request._ace_pin  # type: ignore[attr-defined]
         host_params, pool_kwargs = self.build_connection_pool_key_attributes(request, verify, cert)
-        host_params["host"] = str(destination.addresses[0])
+        host_params["host"] = str(address)
         if destination.scheme == "https":
             pool_kwargs["server_hostname"] = destination.host
-        # http.client would otherwise name the IP address in the Host header.
-        request.headers["Host"] = destination.host_header
         # Proxies are ignored: a proxy would resolve the name itself.
         return self.poolmanager.connection_from_host(**host_params, pool_kwargs=pool_kwargs)
 
@@ -142,7 +159,7 @@ class GuardedSession(requests.Session):
       name is resolved then, and every address must be public); a refused URL raises
       :class:`DestinationRefusedError` before any connection, a name that does not resolve a
       ``requests.ConnectionError`` (``NameResolutionError``, retryable).
-    - The connection goes to the address that was checked, never to a second look-up's answer.
+    - The connection goes to an address that was checked, never to a second look-up's answer.
     - Redirects are never followed: a 3xx is the response.
     - The response body is read (up to :data:`MAX_DISCARDED_BODY`, to reuse the connection) and
       thrown away: ``response.content`` is always empty, so it cannot end up in a log.

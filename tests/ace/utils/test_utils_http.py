@@ -189,6 +189,28 @@ def test_the_connection_goes_to_the_checked_address_not_a_second_lookup(
     assert listener.connections == 0
 
 
+def test_the_other_address_family_is_tried_when_no_connection_is_made(tmp_path, resolver, guard):
+    context, certificate = tls_server_context(tmp_path, "push.example.org")
+    v6, v4, other_v4 = "2606:2800:21f:cb07:6820:80da:af6b:8b2c", PUBLIC, "93.184.215.15"
+    with FakePushService(tls=context) as service:
+        port = int(service.url.rsplit(":", 1)[1])
+        resolver.answer("push.example.org", v6, other_v4, v4)
+        guard.reroute[other_v4] = ("127.0.0.1", port)  # v6 is refused by the guard
+        url = f"https://push.example.org:{port}/push/a"
+        with GuardedSession() as session:
+            response = session.post(url, data=b"x", timeout=5, verify=str(certificate))
+        assert response.status_code == 201
+        assert guard.attempts == [(v6, port), (other_v4, port)]
+        assert service.requests[0].headers["host"] == f"push.example.org:{port}"
+
+        del guard.reroute[other_v4]
+        guard.attempts.clear()
+        with GuardedSession() as session, pytest.raises(requests.ConnectionError) as excinfo:
+            session.post(url, data=b"x", timeout=5, verify=str(certificate))
+        assert request_may_have_arrived(excinfo.value) is False
+        assert guard.attempts == [(v6, port), (other_v4, port)], "one try per family, no more"
+
+
 def test_the_certificate_is_checked_against_the_name(tmp_path, resolver, guard):
     context, certificate = tls_server_context(tmp_path, "push.example.org")
     with FakePushService(tls=context) as service:
