@@ -1,11 +1,14 @@
-"""Public views: the signed one-click unsubscribe endpoint (RFC 8058)."""
+"""Public views: the one-click unsubscribe endpoint (RFC 8058)."""
 
 from __future__ import annotations
+
+import functools
 
 from django.core import signing
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.template import engines
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.cache import never_cache
@@ -16,6 +19,33 @@ from campaigns.services.optouts import optout_create
 from campaigns.signing import UnsubscribeRequest, read_unsubscribe_token
 
 INVALID_LINK = "This unsubscribe link is invalid or was altered."
+EXPIRED_TITLE = "Link expired"
+EXPIRED_LINK = (
+    "This unsubscribe link has expired. Please use the link in a more recent message, "
+    "or contact us to stop receiving messages."
+)
+TEST_TITLE = "Test message"
+TEST_LINK = "This was a test message: nothing was changed, nobody was unsubscribed."
+
+# A page with a title and one paragraph, in the look of the other unsubscribe pages.
+_NOTICE = (
+    '{% extends "campaigns/unsubscribe/base.html" %}'
+    "{% block title %}{{ title }}{% endblock %}"
+    "{% block content %}<h1>{{ title }}</h1><p>{{ text }}</p>{% endblock %}"
+)
+
+
+@functools.cache
+def _notice_template():
+    return engines["django"].from_string(_NOTICE)
+
+
+def _notice(request: HttpRequest, title: str, text: str, *, status: int) -> HttpResponse:
+    """The page, or plain text for a mail client's one-click POST."""
+    if request.method == "POST" and request.POST.get("List-Unsubscribe") == "One-Click":
+        return HttpResponse(f"{text}\n", content_type="text/plain; charset=utf-8", status=status)
+    html = _notice_template().render({"title": title, "text": text}, request)
+    return HttpResponse(html, status=status)
 
 
 @method_decorator([csrf_exempt, never_cache], name="dispatch")
@@ -24,18 +54,26 @@ class UnsubscribeView(View):
     unsubscribes, from a mail client's one-click request or from the confirmation form.
 
     CSRF-exempt because RFC 8058 one-click POSTs come from mail providers without a token;
-    the signed token is what proves the request is legitimate.
+    the authenticated token is what proves the request is legitimate.
+
+    An expired link (``CAMPAIGNS_UNSUBSCRIBE_MAX_AGE_DAYS``) answers 410 with a page saying
+    so; the link of a test send answers that it was a test, and changes nothing.
     """
 
     http_method_names = ["get", "post"]
 
     def _read(self, request: HttpRequest, token: str) -> UnsubscribeRequest | HttpResponse:
         try:
-            return read_unsubscribe_token(token)
+            unsub = read_unsubscribe_token(token)
+        except signing.SignatureExpired:
+            return _notice(request, EXPIRED_TITLE, EXPIRED_LINK, status=410)
         except signing.BadSignature:
             return render(
                 request, "campaigns/unsubscribe/invalid.html", {"error": INVALID_LINK}, status=400
             )
+        if unsub.test:
+            return _notice(request, TEST_TITLE, TEST_LINK, status=200)
+        return unsub
 
     def get(self, request: HttpRequest, token: str) -> HttpResponse:
         unsub = self._read(request, token)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import string
+import time
+import zlib
+
 import pytest
 from django.core import mail
 from django.core import signing as django_signing
@@ -10,16 +15,18 @@ from django.test import Client
 from ace import ace as ace_api
 from ace.message import Message, MessageType
 from ace.recipient import Recipient
+from campaigns import signing as signing_module
 from campaigns.models import OptOut
 from campaigns.policies import OptOutPolicy
 from campaigns.signing import (
+    SALT,
     read_unsubscribe_token,
     unsubscribe_headers,
     unsubscribe_headers_for,
     unsubscribe_token,
     unsubscribe_url,
 )
-from campaigns.views import INVALID_LINK
+from campaigns.views import EXPIRED_LINK, INVALID_LINK, TEST_LINK
 from tests.campaigns import factories as f
 
 pytestmark = pytest.mark.django_db
@@ -120,15 +127,163 @@ def test_one_click_post_works_without_a_csrf_token_and_is_idempotent(
     assert OptOut.objects.filter(email="ann@example.org", message_type=newsletter).count() == 1
 
 
+def legacy_token(email: str, message_type_id: int | None = None) -> str:
+    """A link as the signed (readable) format made them, before the opaque one."""
+    payload = {"e": email.strip().lower()}
+    if message_type_id is not None:
+        payload["t"] = int(message_type_id)
+    return django_signing.dumps(payload, salt=SALT, compress=True)
+
+
+def _tampered(token: str, other: str) -> list[str]:
+    flip = "B" if token[30] == "A" else "A"
+    return [
+        token[:30] + other[30:],  # Ann's start with Bob's end
+        token[:30] + flip + token[31:],  # one character changed
+        token[:-1],  # cut
+        token + "A",  # lengthened
+        "A" * len(token),
+        "!!not-base64!!",
+        "Ag" + token[2:],  # another format version
+    ]
+
+
 @pytest.mark.parametrize("method", ["get", "post"])
 def test_tampered_links_are_refused_with_400(csrf_client, settings, newsletter, method):
     token = unsubscribe_token("ann@example.org", newsletter.pk)
     other = unsubscribe_token("bob@example.org", newsletter.pk)
-    # Ann's payload with Bob's signature: the classic tampering.
-    forged = token.rsplit(":", 1)[0] + ":" + other.rsplit(":", 1)[1]
-    response = getattr(csrf_client, method)(f"/unsubscribe/{forged}/")
-    assert response.status_code == 400
-    assert INVALID_LINK in response.content.decode()
+    old, old_other = legacy_token("ann@example.org", 1), legacy_token("bob@example.org", 1)
+    # Ann's payload with Bob's signature: the classic tampering of the signed format.
+    forged_legacy = old.rsplit(":", 1)[0] + ":" + old_other.rsplit(":", 1)[1]
+    for forged in [*_tampered(token, other), forged_legacy]:
+        response = getattr(csrf_client, method)(f"/unsubscribe/{forged}/")
+        assert response.status_code == 400, forged
+        assert INVALID_LINK in response.content.decode()
+    assert OptOut.objects.count() == 0
+
+
+def test_tokens_are_opaque_no_address_can_be_read_from_them():
+    email = "ann.lovelace@example.org"
+    token = unsubscribe_token(email, 7)
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    assert "@" not in token
+    for blob in (token.encode(), raw, _inflated(raw)):
+        for part in (b"ann.lovelace", b"lovelace", b"example"):
+            assert part not in blob.lower()
+    assert set(token) <= set(string.ascii_letters + string.digits + "-_")
+    # Each link is its own: another address, type, or test flag gives an unrelated token.
+    tokens = {
+        token,
+        unsubscribe_token("bob@example.org", 7),
+        unsubscribe_token(email, 8),
+        unsubscribe_token(email),
+        unsubscribe_token(email, 7, test=True),
+    }
+    assert len(tokens) == 5
+    assert len(token) < 80  # shorter than the signed format's link for the same address
+
+
+def _inflated(raw: bytes) -> bytes:
+    try:
+        return zlib.decompress(raw)
+    except zlib.error:
+        return b""
+
+
+def test_tokens_made_with_a_rotated_key_still_open_and_others_do_not(settings):
+    settings.SECRET_KEY = "the-old-key-" + "x" * 40
+    token = unsubscribe_token("ann@example.org", 3)
+    settings.SECRET_KEY = "the-new-key-" + "y" * 40
+    with pytest.raises(django_signing.BadSignature):
+        read_unsubscribe_token(token)
+    settings.SECRET_KEY_FALLBACKS = ["the-old-key-" + "x" * 40]
+    assert read_unsubscribe_token(token).email == "ann@example.org"
+
+
+@pytest.mark.parametrize("message_type_id", [None, 4])
+def test_links_already_sent_in_the_signed_format_keep_working(
+    csrf_client, settings, message_type_id
+):
+    newsletter = f.MessageTypeDefinitionFactory(pk=4, name="old", description="Old letter")
+    token = legacy_token("Ann@Example.org", message_type_id)
+    unsub = read_unsubscribe_token(token)
+    assert (unsub.email, unsub.message_type_id, unsub.test) == (
+        "ann@example.org",
+        message_type_id,
+        False,
+    )
+    response = csrf_client.get(f"/unsubscribe/{token}/")
+    assert response.status_code == 200 and "ann@example.org" in response.content.decode()
+    assert csrf_client.post(f"/unsubscribe/{token}/", {"scope": "type"}).status_code == 200
+    optout = OptOut.objects.get()
+    assert optout.email == "ann@example.org"
+    assert optout.message_type == (newsletter if message_type_id else None)
+
+
+_REAL_TIME = time.time
+
+
+def _issued_days_ago(monkeypatch, days: float) -> None:
+    past = _REAL_TIME() - days * 86400
+    monkeypatch.setattr(signing_module.time, "time", lambda: past)
+    monkeypatch.setattr(django_signing.time, "time", lambda: past)
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["opaque", "signed"])
+def test_an_expired_link_says_so_and_changes_nothing(
+    csrf_client, settings, newsletter, monkeypatch, legacy
+):
+    settings.CAMPAIGNS_UNSUBSCRIBE_MAX_AGE_DAYS = 30
+    make = legacy_token if legacy else unsubscribe_token
+    with monkeypatch.context() as patched:
+        _issued_days_ago(patched, 31)
+        expired = make("ann@example.org", newsletter.pk)
+        _issued_days_ago(patched, 29)
+        recent = make("ann@example.org", newsletter.pk)
+    with pytest.raises(django_signing.SignatureExpired):
+        read_unsubscribe_token(expired)
+    response = csrf_client.get(f"/unsubscribe/{expired}/")
+    assert response.status_code == 410
+    assert EXPIRED_LINK in response.content.decode()
+    assert "<h1>Link expired</h1>" in response.content.decode()
+    assert csrf_client.post(f"/unsubscribe/{expired}/", {"scope": "all"}).status_code == 410
+    one_click = csrf_client.post(
+        f"/unsubscribe/{expired}/",
+        data="List-Unsubscribe=One-Click",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert one_click.status_code == 410 and one_click.content.decode() == EXPIRED_LINK + "\n"
+    assert OptOut.objects.count() == 0
+    assert csrf_client.post(f"/unsubscribe/{recent}/", {"scope": "all"}).status_code == 200
+    assert OptOut.objects.count() == 1
+
+
+def test_links_never_expire_by_default(csrf_client, settings, newsletter, monkeypatch):
+    settings.CAMPAIGNS_UNSUBSCRIBE_MAX_AGE_DAYS = None
+    with monkeypatch.context() as patched:
+        _issued_days_ago(patched, 3650)
+        tokens = [unsubscribe_token("ann@example.org"), legacy_token("bob@example.org")]
+    for token in tokens:
+        assert csrf_client.post(f"/unsubscribe/{token}/").status_code == 200
+    assert OptOut.objects.count() == 2
+
+
+def test_a_test_send_link_says_it_was_a_test_and_changes_nothing(csrf_client, newsletter):
+    token = unsubscribe_token("ann@example.org", newsletter.pk, test=True)
+    assert read_unsubscribe_token(token).test is True
+    path = f"/unsubscribe/{token}/"
+    for response in (
+        csrf_client.get(path),
+        csrf_client.post(path, {"scope": "type"}),
+        csrf_client.post(path, {"scope": "all"}),
+    ):
+        assert response.status_code == 200
+        assert TEST_LINK in response.content.decode()
+        assert "<form" not in response.content.decode()
+    one_click = csrf_client.post(
+        path, data="List-Unsubscribe=One-Click", content_type="application/x-www-form-urlencoded"
+    )
+    assert one_click.status_code == 200 and one_click.content.decode() == TEST_LINK + "\n"
     assert OptOut.objects.count() == 0
 
 
