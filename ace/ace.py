@@ -21,15 +21,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
+from typing import Any
+
+import attrs
+from django.template import TemplateDoesNotExist
 
 from ace import delivery, policy, presentation
 from ace.channel import Channel, ChannelMap, ChannelType, channels, get_channel_for_message
-from ace.errors import ChannelError, UnsupportedChannelError
+from ace.errors import ChannelError, TemplateNotFoundError, UnsupportedChannelError
 from ace.message import Message
 from ace.outcome import DeliveryOutcome, OutcomeStatus
 from ace.utils.signals import send_ace_message_failed_signal
 
 log = logging.getLogger(__name__)
+
+#: What ``msg.report('template_error', ...)`` says before the missing template's name (as in
+#: the reference, so monitoring built on it keeps working).
+TEMPLATE_ERROR_PREFIX = "Unable to send message because template not found\n"
+#: The reason given for a channel type that a replaced ``policy.channels_for`` left out.
+DENIED_BY_POLICY = "denied by policy"
 
 
 def normalize_channel_types(
@@ -100,16 +110,57 @@ def route(
             yield channel_type, channel
 
 
+def decision_from(allowed: Iterable[ChannelType]) -> policy.PolicyDecision:
+    """
+    The policy decision behind what ``policy.channels_for`` returned.
+
+    The real ``channels_for`` attaches its :class:`~ace.policy.PolicyDecision` (reasons,
+    deferrals). A replacement (a test's patch, a wrapper) may return any iterable of channel
+    types: what it leaves out counts as denied, with :data:`DENIED_BY_POLICY` as the reason
+    unless the attached decision has a better one.
+    """
+    allowed_set = set(allowed)
+    base = getattr(allowed, "decision", None)
+    if not isinstance(base, policy.PolicyDecision):
+        base = policy.PolicyDecision(allowed=allowed_set)
+    deferrals = {c: d for c, d in base.deferrals.items() if c not in allowed_set}
+    denials = {c: r for c, r in base.denials.items() if c not in allowed_set}
+    for channel_type in ChannelType:
+        if channel_type not in allowed_set and channel_type not in deferrals:
+            denials.setdefault(channel_type, DENIED_BY_POLICY)
+    return policy.PolicyDecision(allowed=allowed_set, denials=denials, deferrals=deferrals)
+
+
+def _message_logger(msg: Any) -> Any:
+    """The message's own logger adapter, or the module's for a message-like object without one."""
+    get_logger = getattr(msg, "get_message_specific_logger", None)
+    return get_logger(log) if callable(get_logger) else log
+
+
+def _missing_template(error: Exception) -> TemplateDoesNotExist | None:
+    """Django's TemplateDoesNotExist behind ``error`` (a render failure), if that is what it is."""
+    if isinstance(error, TemplateDoesNotExist):
+        return error
+    if isinstance(error, TemplateNotFoundError) and isinstance(
+        error.__cause__, TemplateDoesNotExist
+    ):
+        return error.__cause__
+    return None
+
+
 def send(
     msg: Message, limit_to_channels: Iterable[ChannelType] | None = None
 ) -> list[DeliveryOutcome]:
     """
     Send a message to its recipient.
 
-    The message goes through the enabled policies, then over each allowed channel type that
-    has a channel: it is rendered and delivered. Channel errors are reported and logged, not
-    raised (as in the reference); recoverable errors are retried in-process until the message
-    expires (for a few minutes at most).
+    The message goes through the enabled policies (``policy.channels_for(msg)``, called once),
+    then over each allowed channel type that has a channel: it is rendered and delivered.
+    Channel errors are reported and logged, not raised (as in the reference); recoverable
+    errors are retried in-process until the message expires (for a few minutes at most).
+    A missing template is reported as ``msg.report('template_error', ...)`` and fails that
+    channel type only. Any object with the attributes of a :class:`~ace.message.Message`
+    will do (``app_label``, ``name``, ``recipient``, ``context``, ``options``, ``report``...).
 
     A channel a policy postponed (``PolicyResult.defer_until``, e.g. quiet hours) is not
     waited for: its outcome is RETRY with ``next_attempt_time`` set to the policy's time and
@@ -121,18 +172,25 @@ def send(
     Args:
         msg: The message to send.
         limit_to_channels: If given, only these channel types are used (an empty list sends
-            nothing). The reference logged the skip but still sent.
+            nothing); each allowed type left out is logged as ``Skipping channel <type>`` at
+            DEBUG. The reference logged the skip but still sent.
 
     Returns:
         One :class:`~ace.outcome.DeliveryOutcome` per channel type considered: SENT, DENIED
         (with the policy), RETRY (postponed by a policy), FAILED (with the reason), EXPIRED,
         NO_ADDRESS or UNKNOWN.
     """
-    msg.report_basics()
-    logger = msg.get_message_specific_logger(log)
+    report_basics = getattr(msg, "report_basics", None)
+    if callable(report_basics):
+        report_basics()
+    logger = _message_logger(msg)
     limit = normalize_channel_types(limit_to_channels)
-    decision = policy.decide(msg)
-    msg.report("policy_allowed_channels", ",".join(sorted(c.value for c in decision.allowed)))
+    allowed = policy.channels_for(msg)
+    decision = decision_from(allowed)
+    if limit is not None:
+        for channel_type in ChannelType:
+            if channel_type in decision.allowed and channel_type not in limit:
+                log.debug("Skipping channel %s", channel_type)
     channel_map = channels()
 
     outcomes: list[DeliveryOutcome] = []
@@ -146,10 +204,19 @@ def send(
         channel_name = channel_map.name_of(channel)
 
         try:
-            rendered_message = presentation.render(channel, msg)
-            outcome = delivery.deliver(channel, rendered_message, msg, channel_name=channel_name)
+            try:
+                rendered_message = presentation.render(channel, msg)
+            except TemplateDoesNotExist as error:
+                raise TemplateNotFoundError(f"Template {error} does not exist") from error
+            outcome = delivery.deliver(channel, rendered_message, msg)
+            if isinstance(outcome, DeliveryOutcome) and outcome.channel_name is None:
+                outcome = attrs.evolve(outcome, channel_name=channel_name)
         except ChannelError as error:
-            msg.report(f"{channel_type}_error", str(error))
+            missing = _missing_template(error)
+            if missing is not None:
+                msg.report("template_error", TEMPLATE_ERROR_PREFIX + str(missing))
+            else:
+                msg.report(f"{channel_type}_error", str(error))
             logger.warning("Delivery on %s (%s) failed: %s", channel_type, channel_name, error)
             outcome = DeliveryOutcome.from_error(msg, channel_type, error, channel_name)
         if outcome.status is not OutcomeStatus.SENT:

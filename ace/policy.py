@@ -163,15 +163,29 @@ def evaluate(message: Message) -> tuple[set[ChannelType], dict[ChannelType, str]
     return decision.allowed, reasons
 
 
+class AllowedChannels(set):
+    """The set :func:`channels_for` returns, with the :class:`PolicyDecision` it came from.
+
+    It is a plain ``set`` of :class:`ChannelType` to code written for the reference;
+    :func:`ace.ace.send` reads :attr:`decision` for the denial reasons and deferrals, so the
+    policies run once per message.
+    """
+
+    decision: PolicyDecision | None = None
+
+
 def channels_for(message: Message) -> set[ChannelType]:
     """
     Args:
         message: The message to apply the policies to.
 
-    Returns: The :class:`ChannelType` values allowed by every policy.
+    Returns: The :class:`ChannelType` values allowed by every policy (an
+        :class:`AllowedChannels` carrying the full :class:`PolicyDecision`).
     """
-    allowed, _denials = evaluate(message)
-    message.report("policy_allowed_channels", ",".join(sorted(c.value for c in allowed)))
+    decision = decide(message)
+    message.report("policy_allowed_channels", ",".join(sorted(c.value for c in decision.allowed)))
+    allowed = AllowedChannels(decision.allowed)
+    allowed.decision = decision
     return allowed
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 import logging
 from collections import OrderedDict, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -236,9 +236,19 @@ def channels() -> ChannelMap:
     return channel_map
 
 
+def message_options(message: Any) -> Mapping[str, Any]:
+    """``message.options`` if it is a mapping, else an empty one.
+
+    Channel selection reads options of any message-like object (a test double, a duck-typed
+    message), so it must not assume a dict: anything that is not a mapping has no options.
+    """
+    options = getattr(message, "options", None)
+    return options if isinstance(options, Mapping) else {}
+
+
 def _candidate_names(channel_type: ChannelType, message: Message) -> list[tuple[str, str]]:
     """The (setting, channel name) pairs preferred for this message, best first."""
-    options = message.options or {}
+    options = message_options(message)
     if channel_type == ChannelType.EMAIL:
         if options.get("override_default_channel"):
             return [("options['override_default_channel']", options["override_default_channel"])]
