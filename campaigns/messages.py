@@ -31,8 +31,13 @@ class Option:
     CAMPAIGN_TIME_ZONE = "campaign_time_zone"  # quiet hours when the recipient has none
     RECIPIENT_KEY = "recipient_key"  # "user:<id>" or "email:<address>" (frequency cap)
     RECIPIENT_TIME_ZONE = "recipient_time_zone"
-    TEST_SEND = "test_send"
+    TEST_SEND = "test_send"  # a test send: "[TEST] " subject, an unsubscribe link that does nothing
     HEADERS = "headers"  # extra email headers (ACE's EmailChannelMixin reads them)
+    SUBJECT_PREFIX = "subject_prefix"  # put before the email subject (ACE's django_email)
+
+
+#: The subject prefix of test sends.
+TEST_SUBJECT_PREFIX = "[TEST] "
 
 
 def campaign_expires_at(*, campaign: Campaign, start: dt.datetime) -> dt.datetime:
@@ -49,9 +54,12 @@ class CampaignMessageBuilder:
         self.message_type = message_type
         self.default_language = language or None
         type_id = message_type.options.get(Option.MESSAGE_TYPE_ID)
-        # The route is reversed once here; each recipient's link is only signed.
+        # The route is reversed and the key derived once here; each link is only encrypted.
+        # A test send's links are test links: the unsubscribe view says so and changes nothing.
         self._unsubscribe_url: Callable[[str], str] | None = (
-            unsubscribe_url_factory(type_id) if type_id is not None else None
+            unsubscribe_url_factory(type_id, test=bool(message_type.options.get(Option.TEST_SEND)))
+            if type_id is not None
+            else None
         )
 
     def build(
@@ -62,7 +70,8 @@ class CampaignMessageBuilder:
         message_uuid: uuid.UUID | None = None,
     ) -> Message:
         """The message of ``recipient``: ``language`` wins over the recipient's own, which wins
-        over the builder's default."""
+        over the builder's default. A test send (``options[Option.TEST_SEND]``) gets the
+        ``"[TEST] "`` subject prefix and a test unsubscribe link."""
         context = {**recipient.context}
         headers: dict[str, str] = {}
         if self._unsubscribe_url is not None and recipient.email and "@" in recipient.email:
@@ -83,6 +92,8 @@ class CampaignMessageBuilder:
             Option.RECIPIENT_TIME_ZONE: recipient.time_zone,
             Option.HEADERS: {**(options.get(Option.HEADERS) or {}), **headers},
         }
+        if options.get(Option.TEST_SEND):
+            message.options[Option.SUBJECT_PREFIX] = TEST_SUBJECT_PREFIX
         return message
 
 

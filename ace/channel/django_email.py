@@ -20,7 +20,9 @@ Beyond the reference (which turned every SMTP error into a fatal one):
   :mod:`ace.channel.smtp_pipelining`, serialized by :mod:`ace.channel.mime`); with any other
   backend, :class:`DjangoEmailSession` keeps one backend connection;
 * the rendered ``from_name`` becomes the sender's display name, ``options['reply_to']`` and
-  ``options['headers']`` are honoured, and a header containing a newline is refused.
+  ``options['headers']`` are honoured, and a header containing a newline is refused; the
+  subject and display name are plain text (Django's autoescape undone), and
+  ``options['subject_prefix']`` (an extension, e.g. ``"[TEST] "``) is put before the subject.
 """
 
 from __future__ import annotations
@@ -205,7 +207,7 @@ class DjangoEmailChannel(EmailChannelMixin, Channel):
         if message.language and not any(k.lower() == "content-language" for k in headers):
             headers["Content-Language"] = str(message.language)
         email = EmailMultiAlternatives(
-            subject=self.get_subject(rendered_message),
+            subject=self.get_message_subject(message, rendered_message),
             body=rendered_message.body,
             from_email=from_address,
             to=[to_address],

@@ -24,6 +24,7 @@ NO_FROM_ADDRESS = (
 NO_RECIPIENT_ADDRESS = "The message's recipient has no email address"
 HEADER_NEWLINE = "Newlines are not allowed in email header {name!r}"
 BAD_HEADERS_OPTION = "options['headers'] must be a mapping of header name to value"
+BAD_SUBJECT_PREFIX = "options['subject_prefix'] must be a string"
 BAD_HEADER_NAME = (
     "Invalid email header name {name!r}: a header name is one or more printable ASCII "
     "characters (33-126) other than ':', with no space, CR or LF (RFC 5322)"
@@ -65,6 +66,23 @@ class EmailChannelMixin:
         """The rendered subject as plain text (:meth:`header_text`): Django's HTML escaping
         undone, every run of whitespace (newlines too) made one space."""
         return EmailChannelMixin.header_text(rendered_message.subject)
+
+    @staticmethod
+    def get_message_subject(message: Message, rendered_message: Any) -> str:
+        """The subject to send: ``options['subject_prefix']`` + :meth:`get_subject`.
+
+        ``subject_prefix`` is an extension of this library (not in edx-ace): a plain-text
+        prefix such as ``"[TEST] "`` that the sender adds without touching the templates.
+
+        Raises:
+            FatalChannelDeliveryError: If the prefix is not a string or has a newline.
+        """
+        prefix = message.options.get("subject_prefix") or ""
+        if not isinstance(prefix, str):
+            raise FatalChannelDeliveryError(BAD_SUBJECT_PREFIX)
+        EmailChannelMixin.check_header_value("Subject", prefix)
+        subject = EmailChannelMixin.get_subject(rendered_message)
+        return _WHITESPACE.sub(" ", prefix + subject).strip() if prefix else subject
 
     @staticmethod
     def get_from_name(rendered_message: Any) -> str:

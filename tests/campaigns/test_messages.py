@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import pytest
+from django.core import mail
+from django.test import Client
 from django.utils import timezone
 
-from campaigns.messages import Option, campaign_message_builder
+from campaigns.messages import TEST_SUBJECT_PREFIX, Option, campaign_message_builder
+from campaigns.models import OptOut
 from campaigns.services import batches
-from campaigns.services.previews import campaign_preview, campaign_sample_recipients
+from campaigns.services.previews import (
+    campaign_preview,
+    campaign_sample_recipients,
+    campaign_test_send,
+)
 from campaigns.services.runs import run_start
+from campaigns.signing import read_unsubscribe_token
+from campaigns.views import TEST_LINK
 from tests.campaigns.services.helpers import address, make_campaign
 
 pytestmark = pytest.mark.django_db
@@ -64,3 +73,46 @@ def test_each_built_message_has_its_own_context_and_options(db):
     assert "extra" not in two.context
     assert "X-Test" not in two.options[Option.HEADERS]
     assert one.context["unsubscribe_url"] != two.context["unsubscribe_url"]
+
+
+def _token(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[1]
+
+
+def test_a_test_send_is_marked_and_its_unsubscribe_link_is_a_test_link(db):
+    campaign = make_campaign(1)
+    (recipient,) = campaign_sample_recipients(campaign=campaign)
+    real = campaign_message_builder(campaign=campaign).build(recipient)
+    test = campaign_message_builder(campaign=campaign, options={Option.TEST_SEND: True}).build(
+        recipient
+    )
+    assert Option.SUBJECT_PREFIX not in real.options
+    assert read_unsubscribe_token(_token(real.context["unsubscribe_url"])).test is False
+    assert test.options[Option.SUBJECT_PREFIX] == TEST_SUBJECT_PREFIX == "[TEST] "
+    link = test.context["unsubscribe_url"]
+    assert test.options[Option.HEADERS]["List-Unsubscribe"] == f"<{link}>"
+    unsub = read_unsubscribe_token(_token(link))
+    assert (unsub.test, unsub.email) == (True, recipient.email)
+
+
+def test_a_test_send_arrives_with_test_in_the_subject_and_a_link_that_changes_nothing(
+    dispatch_settings, operator
+):
+    campaign = make_campaign(1)
+    result = campaign_test_send(campaign=campaign, user=operator)
+    assert result.sent
+    (sent,) = mail.outbox
+    assert sent.subject.startswith("[TEST] ")
+    assert sent.subject == "[TEST] " + result.preview.channels[0].fields["subject"].strip()
+    link = sent.body.rsplit("Leave: ", 1)[1].split()[0]
+    assert sent.extra_headers["List-Unsubscribe"] == f"<{link}>"
+    path = link[len(dispatch_settings.SITE_URL.rstrip("/")) :]
+    client = Client(enforce_csrf_checks=True)
+    for response in (client.get(path), client.post(path, {"scope": "all"})):
+        assert response.status_code == 200
+        assert TEST_LINK in response.content.decode()
+    one_click = client.post(
+        path, data="List-Unsubscribe=One-Click", content_type="application/x-www-form-urlencoded"
+    )
+    assert one_click.status_code == 200 and TEST_LINK in one_click.content.decode()
+    assert OptOut.objects.count() == 0

@@ -136,6 +136,11 @@ def test_subject_and_sender_name_are_plain_text_and_the_html_stays_escaped(
     assert "<b>O&#x27;Brien &amp; &lt;Co&gt;</b>" in received.part("html")
 
 
+def test_subject_prefix_option_is_sent_in_the_subject(smtp_backend):
+    ace.send(make_message(options={"subject_prefix": "[TEST] "}))
+    assert smtp_backend.messages[0].message["Subject"] == "[TEST] Hello Ada, your course update"
+
+
 def test_empty_from_name_keeps_the_configured_sender(smtp_backend):
     ace.send(make_message(context={"platform_name": " ", "name": "A", "items": []}))
     assert smtp_backend.messages[0].message["From"] == "Platform <noreply@example.org>"

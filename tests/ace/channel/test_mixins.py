@@ -11,6 +11,7 @@ from ace.channel import ChannelType
 from ace.channel.mixins import (
     BAD_HEADER_NAME,
     BAD_HEADERS_OPTION,
+    BAD_SUBJECT_PREFIX,
     HEADER_NEWLINE,
     NO_FROM_ADDRESS,
     NO_RECIPIENT_ADDRESS,
@@ -59,6 +60,19 @@ def test_subject_and_from_name_undo_djangos_html_escaping():
     assert mixin.get_subject(rendered(subject="a &amp;lt; b &amp;amp; c")) == "a &lt; b &amp; c"
     # Other entities are not Django's doing and are left alone.
     assert mixin.get_subject(rendered(subject="caf&eacute; &#10;x")) == "caf&eacute; &#10;x"
+
+
+def test_subject_prefix_option_goes_before_the_subject():
+    message = make_message(options={"subject_prefix": "[TEST] "})
+    assert mixin.get_message_subject(message, rendered(subject=" Hi\n all ")) == "[TEST] Hi all"
+    assert mixin.get_message_subject(message, rendered(subject="")) == "[TEST]"
+    assert mixin.get_message_subject(make_message(), rendered(subject="Hi")) == "Hi"
+    with pytest.raises(FatalChannelDeliveryError, match="'Subject'"):
+        mixin.get_message_subject(
+            make_message(options={"subject_prefix": "x\r\nBcc: a@b.c"}), rendered()
+        )
+    with pytest.raises(FatalChannelDeliveryError, match=re.escape(BAD_SUBJECT_PREFIX)):
+        mixin.get_message_subject(make_message(options={"subject_prefix": ["x"]}), rendered())
 
 
 def test_recipient_address():
