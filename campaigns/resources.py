@@ -18,6 +18,8 @@ from django.db import models
 from django.db.models.functions import Lower
 from import_export import fields, resources
 
+from campaigns import conf
+from campaigns.exports import csv_unsafe
 from campaigns.models import Delivery, RecipientList, RecipientListEntry
 
 # Recipient lists ----------------------------------------------------------------------------
@@ -27,8 +29,11 @@ CONTEXT_PREFIX = "context."
 _CONTEXT_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
 _LOOKUP_CHUNK = 1000
+#: C0 control characters except tab, and DEL: never part of a name, an address or a code.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 NO_RECIPIENT_LIST = "Choose the recipient list to import into."
+TOO_MANY_ROWS = "This file has {count:,} rows; the most one import accepts is {limit:,}."
 UNKNOWN_COLUMN = (
     "Unknown column {column!r}. Allowed: {allowed}, and context.<name> for template context."
 )
@@ -37,6 +42,9 @@ DUPLICATE_IN_LIST = "Duplicate address: already in the list {list_name!r}."
 EMAIL_REQUIRED = "An email address is required."
 BAD_LANGUAGE = "{value!r} is not a language code (e.g. en, pt-br)."
 BAD_TIME_ZONE = "{value!r} is not an IANA time zone (e.g. Europe/Paris)."
+CONTROL_CHARACTER = (
+    "Control character {char} is not allowed (only printable text and tabs): remove it."
+)
 
 
 @functools.cache
@@ -96,6 +104,10 @@ class RecipientListEntryResource(resources.ModelResource):
         against: the list's existing addresses and the users to link."""
         if self.recipient_list is None:
             raise ValidationError(NO_RECIPIENT_LIST)
+        if len(dataset) > conf.import_max_rows():
+            raise ValidationError(
+                TOO_MANY_ROWS.format(count=len(dataset), limit=conf.import_max_rows())
+            )
         headers = [str(h or "").strip() for h in dataset.headers or []]
         headers = [h if h.startswith(CONTEXT_PREFIX) else h.lower() for h in headers]
         dataset.headers = headers
@@ -108,21 +120,21 @@ class RecipientListEntryResource(resources.ModelResource):
         self._unknown_columns = [h for h in headers if h not in known]
         self._seen: dict[str, int] = {}
 
-        emails: list[str] = []
-        if "email" in headers:
-            col = headers.index("email")
-            normalised = [
-                str(v).strip().lower() if v is not None else "" for v in dataset.get_col(col)
-            ]
-            for i, value in enumerate(normalised):
-                row = list(dataset[i])
-                row[col] = value
-                dataset[i] = row
-            emails = sorted({e for e in normalised if e})
+        # A cell our own export neutralised ("'=x") comes back as it was stored ("=x"), and
+        # addresses are compared in lower case.
+        col = headers.index("email") if "email" in headers else None
+        emails: set[str] = set()
+        for i in range(len(dataset)):
+            row = [csv_unsafe(value) for value in dataset[i]]
+            if col is not None and col < len(row):
+                row[col] = str(row[col]).strip().lower() if row[col] is not None else ""
+                if row[col]:
+                    emails.add(row[col])
+            dataset[i] = row
         self._existing: set[str] = set()
         self._users: dict[str, int] = {}
         User = get_user_model()
-        for chunk in _chunks(emails):
+        for chunk in _chunks(sorted(emails)):
             self._existing.update(
                 RecipientListEntry.objects.filter(
                     recipient_list=self.recipient_list, email__in=chunk
@@ -151,6 +163,11 @@ class RecipientListEntryResource(resources.ModelResource):
 
         def add(column: str, message: str, code: str) -> None:
             errors.setdefault(column, []).append(ValidationError(message, code=code))
+
+        for column, value in row.items():
+            if isinstance(value, str) and (bad := _CONTROL.search(value)):
+                char = f"U+{ord(bad.group()):04X}"
+                add(column or "(blank header)", CONTROL_CHARACTER.format(char=char), "control")
 
         for column in self._unknown_columns:
             add(

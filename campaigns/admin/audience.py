@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
@@ -15,6 +16,7 @@ from django.utils.translation import ngettext, ngettext_lazy
 from import_export.admin import ImportExportModelAdmin
 from import_export.formats.base_formats import CSV, XLSX
 
+from campaigns import exports
 from campaigns.forms import (
     RecipientListConfirmImportForm,
     RecipientListImportForm,
@@ -23,6 +25,7 @@ from campaigns.forms import (
 from campaigns.models import RecipientList, RecipientListEntry, RecipientSource
 from campaigns.resolvers import available_resolvers
 from campaigns.resources import RecipientListEntryResource
+from campaigns.services import imports
 from campaigns.services.recipients import recipient_source_preview
 
 PREVIEW_LIMIT = 20
@@ -31,6 +34,27 @@ IMPORT_FAILED = ngettext_lazy(
     "Nothing was imported: %(count)d rows had errors. Fix the file and upload it again.",
     "count",
 )
+IMPORT_EXPIRED = "This import has expired or was already done; upload the file again."
+
+
+class BoundedRecipientListImportForm(RecipientListImportForm):
+    """The import form, refusing a file over the size, unpacked-size or row limits before it is
+    parsed (``campaigns.services.imports.upload_check``); ``row_count`` is then its rows."""
+
+    def __init__(self, formats, resources, **kwargs: Any) -> None:
+        super().__init__(formats, resources, **kwargs)
+        self._formats = formats
+        self.row_count: int | None = None
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        upload, fmt = cleaned.get("import_file"), cleaned.get("format")
+        if upload is not None and fmt not in (None, ""):
+            try:
+                self.row_count = imports.upload_check(upload, self._formats[int(fmt)]())
+            except ValidationError as exc:
+                self.add_error("import_file", exc)
+        return cleaned
 
 
 # Recipient lists ----------------------------------------------------------------------------
@@ -95,10 +119,37 @@ class RecipientListEntryAdmin(ImportExportModelAdmin):
     raw_id_fields = ("user",)
     resource_classes = [RecipientListEntryResource]
     formats = [CSV, XLSX]
-    import_form_class = RecipientListImportForm
+    import_form_class = BoundedRecipientListImportForm
     confirm_form_class = RecipientListConfirmImportForm
     # One admin log row per imported address would dwarf the list itself.
     skip_admin_log = True
+    # Uploads wait for confirmation in a private folder, and never stay there (V7).
+    tmp_storage_class = imports.PrivateTempStorage
+
+    def import_action(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
+        """The upload and preview; the uploaded file is kept only when the preview offers to
+        confirm the import (a refused or invalid file is deleted at once)."""
+        response = super().import_action(request, **kwargs)
+        context = getattr(response, "context_data", None) or {}
+        form = context.get("form")
+        upload = (getattr(form, "cleaned_data", None) or {}).get("import_file")
+        name = getattr(upload, "tmp_storage_name", None)
+        if name and "confirm_form" not in context:
+            imports.tmp_discard(name)
+        return response
+
+    def process_import(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
+        """The confirmed import; its uploaded file is deleted whatever the outcome."""
+        if not self.has_import_permission(request):
+            raise PermissionDenied
+        name = request.POST.get("import_file_name", "")
+        try:
+            return super().process_import(request, **kwargs)
+        except FileNotFoundError:
+            messages.error(request, IMPORT_EXPIRED)
+            return HttpResponseRedirect(reverse("admin:campaigns_recipientlistentry_import"))
+        finally:
+            imports.tmp_discard(name)
 
     def get_import_form_initial(self, request: HttpRequest) -> dict:
         initial = super().get_import_form_initial(request)
@@ -135,6 +186,22 @@ class RecipientListEntryAdmin(ImportExportModelAdmin):
             )
             return HttpResponseRedirect(reverse("admin:campaigns_recipientlistentry_import"))
         return super().process_result(result, request)
+
+    def _do_file_export(self, file_format, request, queryset, export_form=None):
+        """CSV and XLSX go through :mod:`campaigns.exports`: streamed, and every text cell
+        neutralised (a name like ``=HYPERLINK(...)`` is exported as ``'=HYPERLINK(...)``)."""
+        if not isinstance(file_format, CSV | XLSX):
+            return super()._do_file_export(file_format, request, queryset, export_form)
+        if not self.has_export_permission(request):
+            raise PermissionDenied
+        return exports.export_response(
+            resource=RecipientListEntryResource(**self.get_export_resource_kwargs(request)),
+            queryset=queryset,
+            fields=self.get_export_resource_fields_from_form(export_form),
+            file_format=file_format,
+            filename=self.get_export_filename(request, queryset, file_format),
+            sheet="recipients",
+        )
 
 
 # Recipient sources --------------------------------------------------------------------------

@@ -257,6 +257,19 @@ CAMPAIGNS_RATE_LIMIT_REDIS_URL = env.str(
     default=env.str("REDIS_URL", default=CELERY_BROKER_URL if _broker_is_redis else ""),
 )
 
+# Recipient list imports (README "Configuration"; defaults in campaigns/conf.py)
+# ------------------------------------------------------------------------------
+CAMPAIGNS_IMPORT_MAX_BYTES = env.int("CAMPAIGNS_IMPORT_MAX_BYTES", default=None)
+CAMPAIGNS_IMPORT_MAX_ROWS = env.int("CAMPAIGNS_IMPORT_MAX_ROWS", default=None)
+CAMPAIGNS_IMPORT_MAX_UNPACKED_BYTES = env.int("CAMPAIGNS_IMPORT_MAX_UNPACKED_BYTES", default=None)
+CAMPAIGNS_IMPORT_TMP_MAX_AGE_SECONDS = env.float(
+    "CAMPAIGNS_IMPORT_TMP_MAX_AGE_SECONDS", default=None
+)
+# Uploads wait for the confirmation step as owner-only files in VAR_DIR/imports, removed after
+# the import (import-export's default leaves world-readable files in /tmp when not confirmed).
+# https://django-import-export.readthedocs.io/en/latest/installation.html#import-export-tmp-storage-class
+IMPORT_EXPORT_TMP_STORAGE_CLASS = "campaigns.services.imports.PrivateTempStorage"
+
 # ACE (same flat names as the reference library)
 # ------------------------------------------------------------------------------
 # push_notification is safe to list where Web Push is not set up: without VAPID keys its

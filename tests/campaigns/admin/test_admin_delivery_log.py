@@ -133,8 +133,12 @@ def test_xlsx_export(client, auditor, log):
     header = [cell.value for cell in sheet[1]]
     assert "campaign" in header and "email" in header
     assert sheet.max_row == 4
-    emails = {row[header.index("email")] for row in sheet.iter_rows(min_row=2, values_only=True)}
-    assert "=cmd|' /C calc'!A0" in emails  # kept as text, not a formula
+    column = header.index("email")
+    cells = {row[column].value: row[column] for row in sheet.iter_rows(min_row=2)}
+    # Neutralised as in the CSV file, and a text cell (never a formula).
+    assert "'=cmd|' /C calc'!A0" in cells
+    assert cells["'=cmd|' /C calc'!A0"].data_type == "s"
+    assert all(cell.data_type != "f" for row in sheet.iter_rows() for cell in row)
 
 
 def test_export_needs_view_permission(client, bare_staff, log):

