@@ -24,6 +24,11 @@ DEFAULTS: dict[str, Any] = {
     "CAMPAIGNS_RATE_LIMIT_REDIS_URL": "",
     "CAMPAIGNS_TEMPLATE_CACHE_TTL": 5.0,
     "CAMPAIGNS_UNSUBSCRIBE_MAX_AGE_DAYS": None,
+    "CAMPAIGNS_IMPORT_MAX_BYTES": 20 * 1024 * 1024,
+    "CAMPAIGNS_IMPORT_MAX_ROWS": 100_000,
+    "CAMPAIGNS_IMPORT_MAX_UNPACKED_BYTES": 200 * 1024 * 1024,
+    "CAMPAIGNS_IMPORT_BACKGROUND_ROWS": 5_000,
+    "CAMPAIGNS_IMPORT_TMP_MAX_AGE_SECONDS": 6 * 3600.0,
 }
 
 
@@ -96,3 +101,28 @@ def unsubscribe_max_age() -> dt.timedelta | None:
     CAN-SPAM want at least 30 days after the mail was sent."""
     days = setting("CAMPAIGNS_UNSUBSCRIBE_MAX_AGE_DAYS")
     return None if days is None else dt.timedelta(days=float(days))
+
+
+def import_max_bytes() -> int:
+    """The largest recipient list file (CSV or XLSX) the admin accepts, in bytes."""
+    return max(1, int(setting("CAMPAIGNS_IMPORT_MAX_BYTES")))
+
+
+def import_max_rows() -> int:
+    """The most rows (not counting the header) one recipient list import may have."""
+    return max(1, int(setting("CAMPAIGNS_IMPORT_MAX_ROWS")))
+
+
+def import_max_unpacked_bytes() -> int:
+    """The most an XLSX file may unpack to (its zip members added up), checked before parsing."""
+    return max(1, int(setting("CAMPAIGNS_IMPORT_MAX_UNPACKED_BYTES")))
+
+
+def import_background_rows() -> int:
+    """Imports with more rows than this run in a Celery task, never in a web request."""
+    return max(0, int(setting("CAMPAIGNS_IMPORT_BACKGROUND_ROWS")))
+
+
+def import_tmp_max_age() -> dt.timedelta:
+    """How long an uploaded file waits for its import to be confirmed before it is deleted."""
+    return dt.timedelta(seconds=float(setting("CAMPAIGNS_IMPORT_TMP_MAX_AGE_SECONDS")))
