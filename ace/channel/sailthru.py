@@ -18,6 +18,11 @@ Settings (same flat names as the reference library)::
     ACE_CHANNEL_SAILTHRU_API_URL = None          # None: https://api.sailthru.com
     ACE_CHANNEL_SAILTHRU_TIMEOUT = 10            # seconds
 
+``options['from_address']`` (else ``options['reply_to']``) is passed as Sailthru's
+``behalf_email`` send option. :meth:`~SailthruEmailChannel.deliver` does not check the settings
+again: :meth:`~SailthruEmailChannel.enabled` does, so ``channels()`` leaves a channel that is not
+configured out (and says why).
+
 Delivery is "at most once" in the reference's sense: a success only means Sailthru accepted the
 request. Error codes 9 (internal error) and 43 (rate limit) and failures to reach the API
 (connection refused, connect timeout) raise :class:`~ace.errors.RecoverableChannelDeliveryError`
@@ -41,11 +46,13 @@ import requests
 from django.conf import settings
 from django.utils.translation import gettext
 
-from ace.channel import Channel, ChannelSession, ChannelType
+from ace.channel import Channel, ChannelSession, ChannelType, message_options
 from ace.channel.mixins import EmailChannelMixin
 from ace.errors import (
     DeliveryOutcomeUnknownError,
     FatalChannelDeliveryError,
+    InvalidMessageError,
+    RecipientAddressMissingError,
     RecoverableChannelDeliveryError,
 )
 from ace.utils.date import get_current_time
@@ -106,6 +113,15 @@ class ResponseHeaders(enum.Enum):
     RATE_LIMIT_RESET = "X-Rate-Limit-Reset"
 
 
+class NoEmailAddressError(RecipientAddressMissingError, InvalidMessageError):
+    """The recipient has no email address: the reference's ``InvalidMessageError``, and this
+    library's :class:`~ace.errors.RecipientAddressMissingError` (fatal; NO_ADDRESS outcome)."""
+
+
+#: The text of :class:`NoEmailAddressError`.
+NO_EMAIL_ADDRESS = "No email address for the recipient (lms_user_id={user_id}) of message {log_id}"
+
+
 class SailthruAPIError(Exception):
     """Sailthru answered with an error; the cause attached to the channel error we raise."""
 
@@ -142,18 +158,21 @@ class SailthruEmailChannel(EmailChannelMixin, Channel):
 
     @property
     def action_links(self) -> list[tuple[str, str]]:
-        """(url, label) pairs the email templates render as links.
+        """(url, label) pairs the email templates render as links: view in browser, then
+        unsubscribe.
 
         The URLs are Sailthru placeholders that the Sailthru template code from the spec
         substitutes with the per-recipient values when it sends.
         """
-        return [("{optout_confirm_url}", gettext("Unsubscribe from this list"))]
+        return [
+            ("{view_url}", gettext("View on Web")),
+            ("{optout_confirm_url}", gettext("Unsubscribe from this list")),
+        ]
 
     def get_action_links(self, omit_unsubscribe_link: bool = False, **kwargs: Any) -> list:
-        """:attr:`action_links` for the ``acetags`` tag; Sailthru's only link is unsubscribe."""
-        if omit_unsubscribe_link:
-            return [link for link in self.action_links if link[0] != "{optout_confirm_url}"]
-        return self.action_links
+        """:attr:`action_links`, without the unsubscribe link (the last) if asked to."""
+        links = self.action_links
+        return links[:1] if omit_unsubscribe_link else links
 
     @property
     def tracker_image_sources(self) -> list[str]:
@@ -171,21 +190,56 @@ class SailthruEmailChannel(EmailChannelMixin, Channel):
     # -- internals, shared with batch sessions ----------------------------------------------
     def template_vars(self, rendered_message: Any) -> dict[str, str]:
         """The ``ace_template_*`` variables for Sailthru; parts that were not rendered are left
-        out so the Sailthru template can fall back on its own defaults."""
+        out so the Sailthru template can fall back on its own defaults. Values are stripped:
+        Sailthru silently drops a send whose from name or subject starts or ends with a
+        newline."""
         template_vars = {}
         for part in RENDERED_PARTS:
             value = getattr(rendered_message, part, None)
             if value is not None:
-                template_vars[f"ace_template_{part}"] = str(value)
+                template_vars[f"ace_template_{part}"] = str(value).strip()
         return template_vars
+
+    @staticmethod
+    def send_options(message: Message) -> dict[str, str]:
+        """Sailthru send options: ``behalf_email`` from ``options['from_address']``, else
+        ``options['reply_to']`` (its first address), when one is given."""
+        options = message_options(message)
+        behalf = options.get("from_address") or options.get("reply_to")
+        if behalf and not isinstance(behalf, str):
+            behalf = next(iter(behalf), None)
+        if not behalf:
+            return {}
+        EmailChannelMixin.check_header_value("behalf_email", behalf)
+        return {"behalf_email": str(behalf)}
+
+    @staticmethod
+    def check_recipient(message: Message) -> str:
+        """The recipient's email address.
+
+        Raises:
+            NoEmailAddressError: There is none ("No email address ...").
+            FatalChannelDeliveryError: It contains a newline.
+        """
+        recipient = getattr(message, "recipient", None)
+        address = getattr(recipient, "email_address", None)
+        if not address:
+            raise NoEmailAddressError(
+                NO_EMAIL_ADDRESS.format(
+                    user_id=getattr(recipient, "lms_user_id", None),
+                    log_id=getattr(message, "log_id", None),
+                )
+            )
+        EmailChannelMixin.check_header_value("To", address)
+        return address
 
     def _make_client(self) -> Any:
         """A client built from the current settings (cheap: it holds no connection)."""
         if SailthruClient is None:
             raise FatalChannelDeliveryError(f"Sailthru is unavailable: {LIBRARY_MISSING_REASON}")
         return SailthruClient(
-            settings.ACE_CHANNEL_SAILTHRU_API_KEY,
-            settings.ACE_CHANNEL_SAILTHRU_API_SECRET,
+            getattr(settings, "ACE_CHANNEL_SAILTHRU_API_KEY", None),
+            getattr(settings, "ACE_CHANNEL_SAILTHRU_API_SECRET", None),
             api_url=getattr(settings, "ACE_CHANNEL_SAILTHRU_API_URL", None) or None,
             request_timeout=getattr(
                 settings, "ACE_CHANNEL_SAILTHRU_TIMEOUT", DEFAULT_TIMEOUT_SECONDS
@@ -196,15 +250,17 @@ class SailthruEmailChannel(EmailChannelMixin, Channel):
         """Send through ``client``; return the Sailthru response (None in debug mode).
 
         Raises:
-            RecipientAddressMissingError: The recipient has no email address (nothing is sent).
+            NoEmailAddressError: The recipient has no email address (nothing is sent).
             RecoverableChannelDeliveryError: Rate limit, Sailthru internal error, unreachable.
             DeliveryOutcomeUnknownError: The request went out and no answer came back.
-            FatalChannelDeliveryError: Any other refusal, or the channel is not configured.
+            FatalChannelDeliveryError: Any other refusal (a channel that is not configured
+                is refused by Sailthru itself: ``enabled()`` is where the settings are checked).
         """
         logger = message.get_message_specific_logger(LOG)
-        email = self.get_recipient_address(message)
-        template_name = settings.ACE_CHANNEL_SAILTHRU_TEMPLATE_NAME
+        email = self.check_recipient(message)
+        template_name = getattr(settings, "ACE_CHANNEL_SAILTHRU_TEMPLATE_NAME", None)
         template_vars = self.template_vars(rendered_message)
+        options = self.send_options(message)
 
         if getattr(settings, "ACE_CHANNEL_SAILTHRU_DEBUG", False):
             logger.info(
@@ -216,12 +272,10 @@ class SailthruEmailChannel(EmailChannelMixin, Channel):
             )
             return None
 
-        reason = self.disabled_reason()
-        if reason is not None:
-            raise FatalChannelDeliveryError(f"Sailthru channel is not configured: {reason}")
-
         try:
-            response = client.send(template=template_name, email=email, _vars=template_vars)
+            response = client.send(
+                template=template_name, email=email, _vars=template_vars, options=options
+            )
         except SailthruClientError as exc:
             self._raise_transport_error(exc)
         except ValueError as exc:

@@ -33,6 +33,7 @@ from ace.channel.sailthru import (
 from ace.errors import (
     DeliveryOutcomeUnknownError,
     FatalChannelDeliveryError,
+    InvalidMessageError,
     RecipientAddressMissingError,
     RecoverableChannelDeliveryError,
 )
@@ -309,9 +310,16 @@ def test_debug_mode_logs_and_sends_nothing(sailthru_settings, fake_sailthru, cap
     assert SAILTHRU_TEMPLATE in text
 
 
-def test_recipient_without_email_is_refused_before_any_request(sailthru_settings, fake_sailthru):
-    with pytest.raises(RecipientAddressMissingError, match="no email address"):
-        SailthruEmailChannel().deliver(make_message(email=None), RENDERED)
+@pytest.mark.parametrize("email", [None, ""])
+def test_recipient_without_email_is_refused_before_any_request(
+    sailthru_settings, fake_sailthru, email
+):
+    # The reference raises InvalidMessageError; this library's NO_ADDRESS outcome needs
+    # RecipientAddressMissingError: the error is both.
+    with pytest.raises(InvalidMessageError, match="No email address") as excinfo:
+        SailthruEmailChannel().deliver(make_message(email=email), RENDERED)
+    assert isinstance(excinfo.value, RecipientAddressMissingError)
+    assert "lms_user_id=7" in str(excinfo.value)
     assert fake_sailthru.requests == []
 
 
@@ -321,14 +329,91 @@ def test_enabled_when_all_settings_are_set(sailthru_settings):
 
 
 @pytest.mark.parametrize("missing", REQUIRED_SETTINGS)
-def test_disabled_when_a_setting_is_empty(sailthru_settings, fake_sailthru, missing):
+def test_disabled_when_a_setting_is_empty(sailthru_settings, missing):
     setattr(sailthru_settings, missing, "")
 
     assert SailthruEmailChannel.enabled() is False
     assert missing in SailthruEmailChannel.disabled_reason()
-    # A disabled channel that is called anyway refuses without touching the network.
-    with pytest.raises(FatalChannelDeliveryError, match=missing):
+
+
+@pytest.mark.parametrize("missing", REQUIRED_SETTINGS)
+def test_deliver_does_not_check_the_settings_again(sailthru_settings, missing):
+    """As in the reference, enabled() is the check (channels() leaves the channel out);
+    deliver itself builds the client and calls it."""
+    setattr(sailthru_settings, missing, "")
+    with mock.patch("ace.channel.sailthru.SailthruClient.send") as send:
         SailthruEmailChannel().deliver(make_message(), RENDERED)
+    send.assert_called_once()
+
+
+def test_deliver_calls_the_client_with_the_reference_arguments(settings):
+    """The reference's own test set-up: only the four flat settings, SailthruClient.send
+    patched, no from_address: empty send options."""
+    settings.ACE_CHANNEL_SAILTHRU_DEBUG = False
+    settings.ACE_CHANNEL_SAILTHRU_TEMPLATE_NAME = "template"
+    settings.ACE_CHANNEL_SAILTHRU_API_KEY = "key"
+    settings.ACE_CHANNEL_SAILTHRU_API_SECRET = "secret"
+    rendered = RenderedEmail(
+        from_name="\nTeam\n", subject=" Hi\n", body_html="<p>Hi</p>", head_html="", body="Hi"
+    )
+    with mock.patch("ace.channel.sailthru.SailthruClient.send") as send:
+        SailthruEmailChannel().deliver(make_message(), rendered)
+    send.assert_called_once_with(
+        template="template",
+        email="ada@example.com",
+        _vars={
+            "ace_template_from_name": "Team",
+            "ace_template_subject": "Hi",
+            "ace_template_body_html": "<p>Hi</p>",
+            "ace_template_head_html": "",
+            "ace_template_body": "Hi",
+        },
+        options={},
+    )
+
+
+@pytest.mark.parametrize(
+    "options, behalf",
+    [
+        ({"from_address": "custom@example.com"}, "custom@example.com"),
+        ({"reply_to": "replies@example.com"}, "replies@example.com"),
+        ({"reply_to": ["first@example.com", "second@example.com"]}, "first@example.com"),
+        ({"from_address": "custom@example.com", "reply_to": "r@example.com"}, "custom@example.com"),
+    ],
+)
+def test_behalf_email_from_the_from_address_or_reply_to(sailthru_settings, options, behalf):
+    message = Message(
+        app_label="campaigns",
+        name="welcome",
+        recipient=Recipient(lms_user_id=7, email_address="ada@example.com"),
+        options=options,
+    )
+    with mock.patch("ace.channel.sailthru.SailthruClient.send") as send:
+        SailthruEmailChannel().deliver(message, RENDERED)
+    assert send.call_args.kwargs["options"] == {"behalf_email": behalf}
+
+
+def test_behalf_email_reaches_sailthru(sailthru_settings, fake_sailthru):
+    message = Message(
+        app_label="campaigns",
+        name="welcome",
+        recipient=Recipient(lms_user_id=7, email_address="ada@example.com"),
+        options={"from_address": "custom@example.com"},
+    )
+    SailthruEmailChannel().deliver(message, RENDERED)
+    [request] = fake_sailthru.requests
+    assert json.loads(request.fields["json"])["options"] == {"behalf_email": "custom@example.com"}
+
+
+def test_a_newline_in_the_behalf_address_is_refused(sailthru_settings, fake_sailthru):
+    message = Message(
+        app_label="campaigns",
+        name="welcome",
+        recipient=Recipient(lms_user_id=7, email_address="ada@example.com"),
+        options={"from_address": "a@example.com\nBcc: eve@example.com"},
+    )
+    with pytest.raises(FatalChannelDeliveryError, match="Newlines"):
+        SailthruEmailChannel().deliver(message, RENDERED)
     assert fake_sailthru.requests == []
 
 
@@ -341,9 +426,10 @@ def test_disabled_when_the_client_library_is_missing(sailthru_settings, monkeypa
 
 def test_links_and_trackers_are_sailthru_placeholders():
     channel = SailthruEmailChannel()
-    [(url, label)] = channel.action_links
-    assert url == "{optout_confirm_url}"
-    assert label == "Unsubscribe from this list"
+    assert channel.action_links == [
+        ("{view_url}", "View on Web"),
+        ("{optout_confirm_url}", "Unsubscribe from this list"),
+    ]
     assert channel.tracker_image_sources == ["{beacon_src}"]
 
 
@@ -407,10 +493,23 @@ def test_ace_send_renders_and_delivers_through_sailthru(ace_over_sailthru, fake_
     assert template_vars["ace_template_head_html"] == "<title>Welcome</title>"
     # The acetags tag and the tracker list put Sailthru's own placeholders in the body, which
     # the Sailthru template code then replaces per recipient.
-    assert template_vars["ace_template_body_html"] == (
-        '<p>Hello Ada</p><a href="{optout_confirm_url}">Unsubscribe from this list</a>'
+    body_html = template_vars["ace_template_body_html"]
+    assert body_html == (
+        '<p>Hello Ada</p><a href="{view_url}">View on Web</a>'
+        '<a href="{optout_confirm_url}">Unsubscribe from this list</a>'
         '<img src="{beacon_src}">'
     )
+    for placeholder in ("{beacon_src}", "{view_url}", "{optout_confirm_url}"):
+        assert placeholder in body_html
+
+
+def test_omitting_the_unsubscribe_link_in_a_template_keeps_view_on_web(
+    ace_over_sailthru, fake_sailthru
+):
+    ace.send(welcome(omit_unsubscribe_link=True))
+    body_html = fake_sailthru.sends[0]["vars"]["ace_template_body_html"]
+    assert '<a href="{view_url}">View on Web</a>' in body_html
+    assert "{optout_confirm_url}" not in body_html
 
 
 def test_ace_send_reports_a_sailthru_refusal_as_failed(ace_over_sailthru, fake_sailthru):
@@ -506,7 +605,7 @@ def test_an_internal_error_does_not_pause_the_batch(sailthru_settings, fake_sail
 def test_omit_unsubscribe_link_leaves_it_out():
     channel = SailthruEmailChannel()
     assert channel.get_action_links(omit_unsubscribe_link=False) == channel.action_links
-    assert channel.get_action_links(omit_unsubscribe_link=True) == []
+    assert channel.get_action_links(omit_unsubscribe_link=True) == [("{view_url}", "View on Web")]
 
 
 def test_channels_leaves_out_an_unconfigured_sailthru_and_says_why(ace_over_sailthru, caplog):
