@@ -297,6 +297,14 @@ def test_run_command_refuses_a_busy_port_before_doing_anything(tmp_path: Path) -
 # ensure_admin, in process against the test database ------------------------------------------
 
 
+def authenticate(**credentials: str):
+    """Django's authenticate() as the login form calls it: django-axes needs the request."""
+    from django.contrib.auth import authenticate as django_authenticate
+    from django.test import RequestFactory
+
+    return django_authenticate(RequestFactory().post("/admin/login/"), **credentials)
+
+
 @pytest.fixture
 def run_script(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     for name in (
@@ -310,8 +318,6 @@ def run_script(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 
 @pytest.mark.django_db
 def test_generated_admin_password_is_created_once_and_never_reset(run_script, tmp_path) -> None:
-    from django.contrib.auth import authenticate
-
     first = run_script.ensure_admin(tmp_path)
     password = re.search(r"with password (\S+)", first).group(1)
     assert (tmp_path / "admin-password.txt").read_text().strip() == password
@@ -325,8 +331,6 @@ def test_generated_admin_password_is_created_once_and_never_reset(run_script, tm
 
 @pytest.mark.django_db
 def test_admin_from_environment(run_script, tmp_path, monkeypatch) -> None:
-    from django.contrib.auth import authenticate
-
     monkeypatch.setenv("DJANGO_SUPERUSER_USERNAME", "ops")
     monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "correct horse battery")
     assert "'ops'" in run_script.ensure_admin(tmp_path)

@@ -134,6 +134,23 @@ def test_unknown_time_zone_is_refused_clearly(tmp_path: Path) -> None:
     assert "DJANGO_TIME_ZONE='Mars/Olympus_Mons' is not a known time zone" in stderr
 
 
+def test_production_throttles_admin_logins_by_default(tmp_path: Path) -> None:
+    env = clean_env(VAR_DIR=str(tmp_path), DJANGO_SECRET_KEY="k" * 50)
+    s = settings_snapshot(env, "config.settings.production")
+    assert s["AXES_ENABLED"] is True
+    assert (s["AXES_FAILURE_LIMIT"], s["AXES_COOLOFF_TIME"]) == (10, "0:15:00")
+    assert s["AXES_LOCKOUT_PARAMETERS"] == [["username", "ip_address"]]
+    assert "axes" in s["INSTALLED_APPS"]
+    assert s["MIDDLEWARE"][-1] == "axes.middleware.AxesMiddleware"
+    assert s["AUTHENTICATION_BACKENDS"][0] == "axes.backends.AxesStandaloneBackend"
+
+    tuned = settings_snapshot(
+        {**env, "AXES_FAILURE_LIMIT": "5", "AXES_COOLOFF_MINUTES": "60"},
+        "config.settings.production",
+    )
+    assert (tuned["AXES_FAILURE_LIMIT"], tuned["AXES_COOLOFF_TIME"]) == (5, "1:00:00")
+
+
 def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), *args],

@@ -5,6 +5,7 @@ keep their state under ``VAR_DIR`` (``var/`` in the project folder): SQLite, an 
 (filesystem) Celery broker, and mail captured as files under ``var/mail``.
 """
 
+import datetime as dt
 import os
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -103,6 +104,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    # Login throttling (AXES_* below): failed logins per username and address, in the database.
+    "axes",
     "django_celery_beat",
     "import_export",
     "ace",
@@ -122,6 +125,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into its lockout response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 # Templates
@@ -153,6 +158,27 @@ TEMPLATES = [
         },
     }
 ]
+
+# Authentication and login throttling (django-axes)
+# ------------------------------------------------------------------------------
+# https://django-axes.readthedocs.io/en/latest/4_configuration.html
+# AxesStandaloneBackend comes first: it refuses any login, right password or not, from a
+# username and address pair that failed AXES_FAILURE_LIMIT times within AXES_COOLOFF_MINUTES.
+# A login without a request (a test's client.login(), a shell's authenticate()) is an error
+# under axes: use force_login, or pass request=. `manage.py axes_reset` lifts every lockout.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ENABLED = env.bool("AXES_ENABLED", default=True)
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = dt.timedelta(minutes=env.float("AXES_COOLOFF_MINUTES", default=15))
+# Per (username, address) pair: an attacker guessing one account's password is stopped, and
+# cannot lock that account for its owner, who logs in from another address.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# Keep failed attempts only; a row per successful login is the session's business.
+AXES_DISABLE_ACCESS_LOG = True
 
 # Passwords
 # ------------------------------------------------------------------------------
