@@ -25,12 +25,20 @@ pytestmark = pytest.mark.django_db
 
 def _shape(message) -> dict:
     """A message without what differs by design between a run and a preview: the run's
-    identity (uuids, expiry, run id)."""
+    identity (uuids, expiry, run id) and the second its unsubscribe link was made in (the
+    link itself is compared by what it reads as)."""
     fields = {
         name: getattr(message, name)
         for name in ("app_label", "name", "recipient", "language", "context", "options")
     }
-    fields["options"] = {k: v for k, v in message.options.items() if k != Option.RUN_ID}
+    link = message.context["unsubscribe_url"]
+    unsub = read_unsubscribe_token(_token(link))
+    what = (link.rsplit("/", 2)[0], unsub.email, unsub.message_type_id, unsub.test)
+    fields["context"] = {**message.context, "unsubscribe_url": what}
+    options = {k: v for k, v in message.options.items() if k != Option.RUN_ID}
+    assert options[Option.HEADERS]["List-Unsubscribe"] == f"<{link}>"
+    options[Option.HEADERS] = {**options[Option.HEADERS], "List-Unsubscribe": what}
+    fields["options"] = options
     return fields
 
 
