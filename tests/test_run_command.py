@@ -203,7 +203,12 @@ def test_run_command_serves_admin_runs_tasks_and_stops_cleanly(start_site) -> No
     assert "Site administration" in page, page[:500]
     with urllib.request.urlopen(f"{base_url}/static/admin/css/base.css", timeout=10) as response:
         assert response.status == 200
-    assert (Path(site.env["VAR_DIR"]) / "admin-password.txt").read_text().strip() == password
+    var_dir = Path(site.env["VAR_DIR"])
+    assert (var_dir / "admin-password.txt").read_text().strip() == password
+    # What the site keeps is its owner's only.
+    assert var_dir.stat().st_mode & 0o777 == 0o700
+    for name in ("db.sqlite3", "admin-password.txt"):
+        assert (var_dir / name).stat().st_mode & 0o777 == 0o600, name
 
     # Tasks sent by another process go through the filesystem broker to the worker, each once.
     tokens = [f"tok-{i}" for i in range(20)]
@@ -348,6 +353,25 @@ def test_admin_username_without_password_is_refused(run_script, tmp_path, monkey
     monkeypatch.setenv("DJANGO_SUPERUSER_USERNAME", "ops")
     with pytest.raises(SystemExit, match="DJANGO_SUPERUSER_PASSWORD is not"):
         run_script.ensure_admin(tmp_path)
+
+
+def test_make_private_tightens_what_an_older_run_left_readable(run_script, tmp_path) -> None:
+    var_dir = tmp_path / "var"
+    var_dir.mkdir(mode=0o755)
+    var_dir.chmod(0o755)
+    database = var_dir / "db.sqlite3"
+    for path in (database, var_dir / "db.sqlite3-wal", var_dir / "admin-password.txt"):
+        path.write_text("x")
+        path.chmod(0o644)
+
+    run_script.make_private(var_dir, database)
+    assert var_dir.stat().st_mode & 0o777 == 0o700
+    for name in ("db.sqlite3", "db.sqlite3-wal", "admin-password.txt"):
+        assert (var_dir / name).stat().st_mode & 0o777 == 0o600, name
+
+    fresh = tmp_path / "new" / "var"
+    run_script.make_private(fresh, None)
+    assert fresh.stat().st_mode & 0o777 == 0o700
 
 
 # bootstrap: the venv is installed once and again only when the requirements change -------------

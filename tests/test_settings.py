@@ -53,6 +53,20 @@ def test_local_defaults_keep_everything_under_var_dir(tmp_path: Path) -> None:
     assert s["CELERY_BEAT_SCHEDULER"] == "django_celery_beat.schedulers:DatabaseScheduler"
 
 
+def test_var_dir_and_the_sqlite_database_are_created_owner_only(tmp_path: Path) -> None:
+    var_dir = tmp_path / "fresh" / "var"
+    s = settings_snapshot(clean_env(VAR_DIR=str(var_dir)))
+    assert var_dir.stat().st_mode & 0o777 == 0o700
+    database = Path(s["DATABASES"]["default"]["NAME"])
+    assert database == var_dir / "db.sqlite3"
+    assert database.stat().st_mode & 0o777 == 0o600  # before SQLite opens it: -wal, -shm follow
+    # The database opens and migrates in the file as created, and keeps its mode.
+    env = clean_env(VAR_DIR=str(var_dir), DJANGO_SETTINGS_MODULE="config.settings.local")
+    result = manage(env, "migrate", "--verbosity", "0")
+    assert result.returncode == 0, result.stderr
+    assert database.stat().st_mode & 0o777 == 0o600
+
+
 def test_urls_and_lists_from_the_environment(tmp_path: Path) -> None:
     s = settings_snapshot(
         clean_env(

@@ -29,6 +29,25 @@ for _name in ("SECRET_KEY", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "TIME_ZONE"
 # Everything the one-machine defaults keep on disk (SQLite, broker, mail, static files).
 VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
 
+
+def private_folder(path: Path) -> Path:
+    """Make ``path`` (and its parents) if missing; the folder itself readable by its owner only
+    (``0700``: the database, broker messages and captured mail are under VAR_DIR)."""
+    if not path.is_dir():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """Create ``path`` empty and ``0600`` if missing (SQLite then opens it, and gives its -wal
+    and -shm files the same mode); an existing file is left as it is."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    return path
+
+
 # Raised by the environment settings that need a key when DEBUG is off (local, production).
 SECRET_KEY_MISSING_ERROR = (
     "DJANGO_SECRET_KEY (or SECRET_KEY) is not set, and DEBUG is off: set it in the environment. "
@@ -78,8 +97,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
-    if DATABASES["default"]["NAME"] != ":memory:":
-        Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    if DATABASES["default"]["NAME"] not in ("", ":memory:"):
+        # The database file is the admin's data and password hashes: owner-only from the start.
+        _db_file = Path(DATABASES["default"]["NAME"])
+        private_folder(_db_file.parent)
+        private_file(_db_file)
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -230,6 +252,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_control_dir = VAR_DIR / "broker-control"
     # The transport does not create its folders, and publishers (web, beat) need them as much as
     # the worker, so they are made here, wherever the settings are loaded.
+    private_folder(VAR_DIR)
     for _folder in (_broker_dir, _broker_control_dir):
         _folder.mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
