@@ -130,7 +130,7 @@ def test_operator_composes_previews_and_test_sends_a_campaign(browser: AdminBrow
     browser.press_button(f"Send me a test ({operator.email})")
     assert f"Test sent to {operator.email}: email sent." in browser.messages()
     assert [m.to for m in mail.outbox] == [[operator.email]]
-    assert mail.outbox[0].subject == f"Spring is here for {operator.first_name}"
+    assert mail.outbox[0].subject == f"[TEST] Spring is here for {operator.first_name}"
 
 
 def test_a_second_person_approves_the_campaign(browser: AdminBrowser):

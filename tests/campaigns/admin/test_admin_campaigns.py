@@ -269,7 +269,7 @@ def test_campaign_test_send(client, operator, auditor, campaign):
     client.force_login(operator)
     response = client.post(url("test_send", campaign), follow=True)
     assert [m.to for m in mail.outbox] == [[operator.email]]
-    assert mail.outbox[0].subject == f"Spring is here for {operator.first_name}"
+    assert mail.outbox[0].subject == f"[TEST] Spring is here for {operator.first_name}"
     assert any("Test sent to" in m for m in messages_of(response))
 
 

@@ -191,7 +191,7 @@ def test_test_send_arrives_in_outbox(client, operator, email_type):
     assert len(mail.outbox) == 1
     sent = mail.outbox[0]
     assert sent.to == [operator.email]
-    assert sent.subject == f"Sample headline for {operator.first_name}"
+    assert sent.subject == f"[TEST] Sample headline for {operator.first_name}"
     assert any("Test sent to" in m for m in messages_of(response))
 
 
