@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from django.utils import translation
@@ -17,19 +16,40 @@ if TYPE_CHECKING:
     from ace.outcome import DeliveryOutcome
 
 
+#: Types kept as they are, at any depth (JSON's scalars).
+_PRIMITIVES = (str, bool, int, float)
+
+
 def make_serializable_object(obj: Any) -> Any:
-    """Return ``obj`` with dicts and lists walked and anything not JSON-native made a string."""
-    if obj is None or isinstance(obj, str | bool | int | float):
+    """
+    ``obj`` made JSON-serializable, as the reference does for its signal payloads.
+
+    Dicts, lists and tuples are walked (a tuple stays a tuple); strings, numbers, booleans and
+    ``None`` are kept; anything else becomes ``str(obj)`` -- a datetime ``str(dt)``
+    (``2030-01-01 00:00:00+00:00``), a set its ``str()``, a UUID its text. Beyond the reference,
+    a dict key that JSON cannot take (a tuple, a date...) becomes its ``str()``, and an object
+    whose ``str()`` raises becomes ``<unprintable TypeName>``: a payload must never break the
+    send that emits it.
+    """
+    if obj is None or isinstance(obj, _PRIMITIVES):
         return obj
     if isinstance(obj, dict):
-        return {str(key): make_serializable_object(value) for key, value in obj.items()}
-    if isinstance(obj, list | tuple | set | frozenset):
+        return {_key(key): make_serializable_object(value) for key, value in obj.items()}
+    if isinstance(obj, list):
         return [make_serializable_object(element) for element in obj]
-    if isinstance(obj, datetime | date):
-        return obj.isoformat()
+    if isinstance(obj, tuple):
+        return tuple(make_serializable_object(element) for element in obj)
+    return _text(obj)
+
+
+def _key(key: Any) -> Any:
+    return key if key is None or isinstance(key, _PRIMITIVES) else _text(key)
+
+
+def _text(obj: Any) -> str:
     try:
         return str(obj)
-    except Exception:  # a payload must never break the send that emits it
+    except Exception:
         return f"<unprintable {type(obj).__name__}>"
 
 
@@ -76,7 +96,9 @@ def send_ace_message_failed_signal(
                 "status": outcome.status.value,
                 "reason": outcome.reason,
                 "exception_type": outcome.exception_type,
-                "next_attempt_time": outcome.next_attempt_time,
+                "next_attempt_time": (
+                    outcome.next_attempt_time.isoformat() if outcome.next_attempt_time else None
+                ),
             }
         )
     )

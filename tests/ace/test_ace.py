@@ -158,7 +158,7 @@ def test_signals_sent_and_failed_with_json_payloads(stub_channels):
     json.dumps(failed)
     assert sent["uuid"] == str(message.uuid)
     assert sent["recipient"] == {"email": "learner@example.org", "user_id": 7}
-    assert sent["context"]["when"] == "2030-01-01T00:00:00+00:00"
+    assert sent["context"]["when"] == "2030-01-01 00:00:00+00:00"  # str(), as the reference
     assert failed["status"] == "failed"
     assert failed["reason"] == "no device"
     assert failed["channel_type"] == "push"

@@ -36,20 +36,40 @@ def test_make_serializable_object():
 
     value = {
         "n": 1,
+        "f": 1.5,
+        "t": True,
         "s": "x",
         "none": None,
-        "list": [uuid, (1, 2)],
+        "list": [uuid, (1, 2), [uuid]],
         "when": datetime(2030, 1, 1, tzinfo=UTC),
         "day": date(2030, 1, 1),
         3: {1, 2},
+        ("a", 1): "tuple key",
         "bad": Unprintable(),
     }
     result = make_serializable_object(value)
     json.dumps(result)
-    assert result["list"] == [str(uuid), [1, 2]]
-    assert result["when"] == "2030-01-01T00:00:00+00:00"
-    assert result["3"] == [1, 2]
+    assert result["n"] == 1 and result["f"] == 1.5 and result["t"] is True
+    assert result["s"] == "x" and result["none"] is None
+    assert result["list"] == [str(uuid), (1, 2), [str(uuid)]]
+    assert isinstance(result["list"][1], tuple)
+    # As the reference: anything else is str(obj) (a datetime str(dt), a set its str()).
+    assert result["when"] == "2030-01-01 00:00:00+00:00"
+    assert result["day"] == "2030-01-01"
+    assert result[3] == "{1, 2}"  # JSON can take an int key: kept
+    assert result["('a', 1)"] == "tuple key"
     assert result["bad"] == "<unprintable Unprintable>"
+
+
+def test_make_serializable_object_walks_tuples_and_keeps_primitives():
+    assert make_serializable_object((1, "a", None, (uuid4(),)))[:3] == (1, "a", None)
+    assert make_serializable_object(("x", [datetime(16, 1, 2)])) == ("x", ["0016-01-02 00:00:00"])
+    for primitive in ("", 0, -1.25, False, None):
+        kept = make_serializable_object(primitive)
+        assert kept == primitive and type(kept) is type(primitive)
+    assert make_serializable_object(ChannelType.EMAIL) == "email"
+    nested = {"a": {"b": [{"c": (uuid4(), 1)}]}}
+    json.dumps(make_serializable_object(nested))
 
 
 def test_message_payload_matches_the_reference_keys():
