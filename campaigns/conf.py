@@ -29,6 +29,12 @@ DEFAULTS: dict[str, Any] = {
     "CAMPAIGNS_IMPORT_MAX_UNPACKED_BYTES": 200 * 1024 * 1024,
     "CAMPAIGNS_IMPORT_BACKGROUND_ROWS": 5_000,
     "CAMPAIGNS_IMPORT_TMP_MAX_AGE_SECONDS": 6 * 3600.0,
+    # Delivery feedback (campaigns/feedback; README "Delivery feedback")
+    "CAMPAIGNS_SOFT_BOUNCE_THRESHOLD": 3,
+    "CAMPAIGNS_FEEDBACK_RECIPIENT_MATCH_HOURS": 72.0,
+    "CAMPAIGNS_BOUNCE_IMAP_URL": "",
+    "CAMPAIGNS_BOUNCE_IMAP_DELETE": False,
+    "CAMPAIGNS_BOUNCE_MAILBOX_BATCH": 200,
 }
 
 
@@ -126,3 +132,37 @@ def import_background_rows() -> int:
 def import_tmp_max_age() -> dt.timedelta:
     """How long an uploaded file waits for its import to be confirmed before it is deleted."""
     return dt.timedelta(seconds=float(setting("CAMPAIGNS_IMPORT_TMP_MAX_AGE_SECONDS")))
+
+
+# Delivery feedback --------------------------------------------------------------------------
+
+
+def soft_bounce_threshold() -> int:
+    """Soft bounces of an address (since its last delivery, or since a suppression of it was
+    lifted) that put it on the suppression list."""
+    return max(1, int(setting("CAMPAIGNS_SOFT_BOUNCE_THRESHOLD")))
+
+
+def feedback_recipient_match_window() -> dt.timedelta | None:
+    """How far back an event that names no message of ours may be matched by its address alone
+    (only when exactly one delivery to that address was sent in that time); ``None``: never."""
+    hours = float(setting("CAMPAIGNS_FEEDBACK_RECIPIENT_MATCH_HOURS"))
+    return dt.timedelta(hours=hours) if hours > 0 else None
+
+
+def bounce_imap_url() -> str:
+    """The bounce mailbox, e.g. ``imaps://user:pass@host:993/INBOX``; empty: not polled."""
+    return setting("CAMPAIGNS_BOUNCE_IMAP_URL") or ""
+
+
+def bounce_imap_delete() -> bool:
+    """Delete bounce messages once recorded (default: only mark them read)."""
+    value = setting("CAMPAIGNS_BOUNCE_IMAP_DELETE")
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    return bool(value)
+
+
+def bounce_mailbox_batch() -> int:
+    """The most messages one poll of the bounce mailbox reads."""
+    return max(1, int(setting("CAMPAIGNS_BOUNCE_MAILBOX_BATCH")))

@@ -452,3 +452,6 @@ class ChannelRateBucket(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel}: {self.tokens:.1f} tokens"
+
+
+from campaigns.feedback.models import DeliveryEvent, EspMessageId, Suppression, UnparsedBounce  # noqa: E402, F401

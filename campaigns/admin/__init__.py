@@ -27,6 +27,7 @@ from campaigns.admin import (  # noqa: F401
     policies,
     runs,
 )
+from campaigns.feedback import admin as feedback_admin  # noqa: F401  (suppressions, events)
 
 admin.site.site_header = _("Campaigns")
 admin.site.site_title = _("Campaigns admin")
