@@ -42,6 +42,14 @@ class MessageTypeDefinition(models.Model):
     sample_context = models.JSONField(
         default=dict, blank=True, help_text="Context used for previews and test sends."
     )
+    last_edited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who last changed it or its templates (they can't approve campaigns using it).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -50,7 +58,10 @@ class MessageTypeDefinition(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["app_label", "name"], name="unique_message_type"),
         ]
-        permissions = [("test_send_messagetypedefinition", "Can send a test of a message type")]
+        permissions = [
+            ("test_send_messagetypedefinition", "Can send a test of a message type"),
+            ("preview_messagetypedefinition", "Can preview a message type"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.app_label}/{self.name}"
@@ -146,6 +157,14 @@ class RecipientSource(models.Model):
         max_length=100, help_text="Name of a plugin in the campaigns.recipient_resolver namespace."
     )
     parameters = models.JSONField(default=dict, blank=True)
+    last_edited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who last changed it (they can't approve campaigns sent to it).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -293,6 +312,20 @@ class Campaign(models.Model):
         related_name="campaigns_approved",
     )
     approved_at = models.DateTimeField(null=True, blank=True)
+    approved_digest = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="sha256 of the approved content: campaign fields, every template part of the"
+        " message type, the recipient source and its parameters.",
+    )
+    last_edited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="campaigns_last_edited",
+        help_text="Who last changed what it sends (they can't approve it).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -300,6 +333,7 @@ class Campaign(models.Model):
         ordering = ["-created_at"]
         permissions = [
             ("approve_campaign", "Can approve a campaign"),
+            ("preview_campaign", "Can preview and dry-run a campaign"),
             ("schedule_campaign", "Can schedule, pause, resume and cancel a campaign"),
             ("test_send_campaign", "Can send a test of a campaign to oneself"),
             ("resend_unknown_campaign", "Can resend deliveries left unknown after a crash"),

@@ -11,7 +11,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         try:
-            added = setup_groups(Group, Permission)
+            added = setup_groups(Group, Permission, require_all=True)
         except LookupError as exc:
             raise CommandError(f"{exc} Run `manage.py migrate` first.")
         for group, count in added.items():
