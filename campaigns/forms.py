@@ -25,6 +25,7 @@ from campaigns.models import (
     TemplatePart,
 )
 from campaigns.resolvers import available_resolvers, resolver_choices
+from campaigns.services.approvals import ERROR_SENDING, campaigns_sending_with
 from campaigns.services.campaigns import CONTENT_FIELDS, EDITABLE, campaign_validate_context
 from campaigns.services.message_types import (
     CHANNEL_FILES,
@@ -57,6 +58,17 @@ def _monospace(rows: int = 6) -> forms.Textarea:
     return forms.Textarea(
         attrs={"rows": rows, "cols": 90, "style": "font-family: monospace", "spellcheck": "false"}
     )
+
+
+def refuse_while_sending(instance: MessageTypeDefinition | RecipientSource, **part: Any) -> None:
+    """A running or paused campaign sends ``part``: its approved content can't change now."""
+    names = [f"“{n}”" for n in campaigns_sending_with(**part).values_list("name", flat=True)[:3]]
+    if names:
+        raise ValidationError(
+            ERROR_SENDING,
+            code="sending",
+            params={"what": f"“{instance}”", "campaigns": ", ".join(names)},
+        )
 
 
 class JSONObjectField(forms.JSONField):
@@ -102,6 +114,11 @@ class MessageTypeDefinitionForm(forms.ModelForm):
 
     def clean_default_language(self) -> str:
         return self.cleaned_data["default_language"].lower()
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        refuse_while_sending(self.instance, message_type=self.instance)
+        return cleaned
 
 
 class TemplatePartForm(forms.ModelForm):
@@ -398,6 +415,7 @@ class RecipientSourceForm(forms.ModelForm):
 
     def clean(self) -> dict:
         data = super().clean()
+        refuse_while_sending(self.instance, recipient_source=self.instance)
         resolver = data.get("resolver")
         if resolver and "parameters" not in self.errors:
             try:

@@ -192,6 +192,7 @@ class CampaignFactory(DjangoModelFactory):
 
     class Meta:
         model = Campaign
+        skip_postgeneration_save = True
 
     name = factory.Sequence(lambda n: f"Campaign {n}")
     message_type = factory.SubFactory(MessageTypeDefinitionFactory)
@@ -203,6 +204,20 @@ class CampaignFactory(DjangoModelFactory):
     schedule_kind = Campaign.ScheduleKind.NOW
     time_zone = "UTC"
     created_by = factory.SubFactory(StaffUserFactory)
+
+    @factory.post_generation
+    def approve_content(self, create: bool, extracted, **kwargs) -> None:
+        """A campaign made past approval (approved, scheduled, running, paused) is approved as
+        it stands: ``approved_digest`` is its content digest (a run starts only while that
+        matches), unless a digest is given or ``approve_content=False``."""
+        from campaigns.services.campaigns import campaign_content_digest
+
+        S = Campaign.Status
+        past = (S.APPROVED, S.SCHEDULED, S.RUNNING, S.PAUSED)
+        if not create or extracted is False or self.approved_digest or self.status not in past:
+            return
+        self.approved_digest = campaign_content_digest(campaign=self)
+        Campaign.objects.filter(pk=self.pk).update(approved_digest=self.approved_digest)
 
 
 class CampaignRunFactory(DjangoModelFactory):
