@@ -276,11 +276,18 @@ def get_channel_for_message(channel_type: ChannelType, message: Message) -> Chan
     """
     Choose the channel that delivers this message on this channel type.
 
-    Email uses ``options['override_default_channel']`` if set, else
-    ``ACE_CHANNEL_TRANSACTIONAL_EMAIL`` when ``options['transactional']`` is true, else
-    ``ACE_CHANNEL_DEFAULT_EMAIL``; a candidate whose :meth:`Channel.overrides_delivery_for_message`
-    is true wins. A candidate that is enabled in settings but reported itself disabled is
-    skipped with a warning. Without any candidate, the first channel of the type is used.
+    The candidates, as in the reference: for email, the channel named by
+    ``options['override_default_channel']`` alone if set; else ``ACE_CHANNEL_TRANSACTIONAL_EMAIL``
+    then ``ACE_CHANNEL_DEFAULT_EMAIL`` when ``options['transactional']`` is true; else
+    ``ACE_CHANNEL_DEFAULT_EMAIL``. For push, ``ACE_CHANNEL_DEFAULT_PUSH`` (or, beyond the
+    reference, the ``ACE_PUSH_CHANNELS`` list). A candidate whose
+    :meth:`Channel.overrides_delivery_for_message` is true wins (e.g. ``braze_email`` for a
+    message mapped to a Braze campaign, even when the transactional channel would take it),
+    else the first candidate. So with Braze as the default and Django as the transactional
+    channel, a transactional message goes to Django unless Braze has a campaign for it. Options
+    that are not a mapping count as none. A candidate that is enabled in settings but reported
+    itself disabled is skipped with a warning. Without any candidate, the first channel of the
+    type is used.
 
     Raises:
         UnsupportedChannelError: If no channel of this type is available.
