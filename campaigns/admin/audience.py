@@ -17,6 +17,7 @@ from import_export.admin import ImportExportModelAdmin
 from import_export.formats.base_formats import CSV, XLSX
 
 from campaigns import exports
+from campaigns.admin.campaigns import report_withdrawn_approvals
 from campaigns.forms import (
     RecipientListConfirmImportForm,
     RecipientListImportForm,
@@ -25,7 +26,7 @@ from campaigns.forms import (
 from campaigns.models import RecipientList, RecipientListEntry, RecipientSource
 from campaigns.resolvers import available_resolvers
 from campaigns.resources import RecipientListEntryResource
-from campaigns.services import imports
+from campaigns.services import approvals, imports
 from campaigns.services.recipients import recipient_source_preview
 
 PREVIEW_LIMIT = 20
@@ -215,11 +216,22 @@ class RecipientSourceAdmin(admin.ModelAdmin):
     list_display = ("name", "resolver_label", "parameters_summary", "updated_at")
     list_filter = ("resolver",)
     search_fields = ("name",)
-    readonly_fields = ("audience",)
+    readonly_fields = ("last_edited_by", "audience")
 
     def get_fields(self, request: HttpRequest, obj: RecipientSource | None = None) -> list[str]:
         fields = ["name", "resolver", "parameters"]
-        return [*fields, "audience"] if obj is not None else fields
+        return [*fields, "last_edited_by", "audience"] if obj is not None else fields
+
+    def save_model(self, request: HttpRequest, obj: RecipientSource, form, change: bool) -> None:
+        """Save; the editor can't approve campaigns sent to it, and approvals of campaigns
+        whose audience this changed are withdrawn (back to draft, schedules deleted)."""
+        super().save_model(request, obj, form, change)
+        withdrawn = approvals.content_edited(
+            user=request.user,
+            recipient_source=obj,
+            changed=not change or form.has_changed(),
+        )
+        report_withdrawn_approvals(self, request, withdrawn, what=f"recipient source “{obj}”")
 
     @admin.display(description="Resolver", ordering="resolver")
     def resolver_label(self, obj: RecipientSource) -> str:

@@ -24,6 +24,13 @@ from campaigns.services import previews as preview_services
 from campaigns.services.dry_run import campaign_dry_run
 
 MSG_APPROVED = "Campaign “%(name)s” is approved."
+MSG_WITHDRAWN = (
+    "Campaign “%(name)s” was approved; this edit of its %(what)s sent it back to draft (it needs"
+    " a new approval, and a schedule it had is deleted)."
+)
+LOG_APPROVED = "Approved content sha256:%(digest)s (approver: %(user)s)."
+LOG_WITHDRAWN = "Approval withdrawn: %(user)s edited %(what)s; the approved content changed."
+LOG_RETURNED = "Returned to draft by %(user)s (the approval is withdrawn)."
 MSG_BACK_TO_DRAFT = "Campaign “%(name)s” was approved; your edit sent it back to draft."
 MSG_RETURNED_TO_DRAFT = "Campaign “%(name)s” is a draft again."
 MSG_APPROVED_COUNT = ngettext_lazy(
@@ -36,6 +43,14 @@ MSG_UNPROVIDED = (
 
 #: Recipients a dry run checks unless the operator asks for the whole audience.
 DRY_RUN_SAMPLE = 5000
+
+
+def report_withdrawn_approvals(model_admin, request: HttpRequest, campaigns, *, what: str) -> None:
+    """Tell the editor which approvals their edit withdrew; log it in each campaign's history."""
+    for campaign in campaigns:
+        text = {"name": campaign.name, "what": what, "user": request.user}
+        model_admin.log_change(request, campaign, LOG_WITHDRAWN % text)
+        model_admin.message_user(request, MSG_WITHDRAWN % text, messages.WARNING)
 
 
 @admin.register(Campaign)
@@ -60,8 +75,11 @@ class CampaignAdmin(DispatchActionsMixin, admin.ModelAdmin):
         "status",
         "readiness",
         "created_by",
+        "last_edited_by",
         "approved_by",
         "approved_at",
+        "approved_digest",
+        "approval_state",
         "periodic_task",
         "created_at",
         "updated_at",
@@ -85,7 +103,18 @@ class CampaignAdmin(DispatchActionsMixin, admin.ModelAdmin):
         ),
         (
             "Approval",
-            {"fields": ["created_by", "approved_by", "approved_at", "created_at", "updated_at"]},
+            {
+                "fields": [
+                    "created_by",
+                    "last_edited_by",
+                    "approved_by",
+                    "approved_at",
+                    "approved_digest",
+                    "approval_state",
+                    "created_at",
+                    "updated_at",
+                ]
+            },
         ),
     ]
     actions = ["approve_selected"]
@@ -163,6 +192,17 @@ class CampaignAdmin(DispatchActionsMixin, admin.ModelAdmin):
             "<ul>{}</ul>", format_html_join("", "<li>{}</li>", ((p,) for p in problems))
         )
 
+    @admin.display(description="content now")
+    def approval_state(self, obj: Campaign) -> str:
+        if obj.pk is None:
+            return "—"
+        digest = campaign_services.campaign_content_digest(campaign=obj)
+        if not obj.approved_digest:
+            return f"sha256:{digest} (not approved)"
+        if obj.approved_digest == digest:
+            return f"sha256:{digest} (what was approved)"
+        return f"sha256:{digest} (changed since the approval: a run will not start)"
+
     # -- actions ---------------------------------------------------------------------------
 
     @admin.action(description="Approve selected campaigns", permissions=["approve"])
@@ -171,9 +211,11 @@ class CampaignAdmin(DispatchActionsMixin, admin.ModelAdmin):
         for campaign in queryset:
             try:
                 campaign_services.campaign_approve(campaign=campaign, user=request.user)
-                approved += 1
             except CampaignError as exc:
                 self.message_user(request, exc.message, messages.ERROR)
+                continue
+            approved += 1
+            self._log_approved(request, campaign)
         if approved:
             self.message_user(request, MSG_APPROVED_COUNT % {"count": approved}, messages.SUCCESS)
 
@@ -202,6 +244,9 @@ class CampaignAdmin(DispatchActionsMixin, admin.ModelAdmin):
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         context["can_approve"] = self.has_approve_permission(request)
         context["can_test_send"] = self.has_test_send_permission(request)
+        if obj is not None and context["can_approve"] and obj.status == Campaign.Status.DRAFT:
+            # The approve button sends what the approver saw; a later change is refused.
+            context["content_digest"] = campaign_services.campaign_content_digest(campaign=obj)
         context["dispatch_tools"] = self.get_dispatch_object_tools(request, obj) if obj else []
         return super().render_change_form(request, context, add, change, form_url, obj)
 
@@ -214,15 +259,29 @@ class CampaignAdmin(DispatchActionsMixin, admin.ModelAdmin):
         return campaign
 
     def approve_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        def approve(*, campaign: Campaign, user) -> None:
+            campaign_services.campaign_approve(
+                campaign=campaign, user=user, digest=request.POST.get("digest", "")
+            )
+            self._log_approved(request, campaign)
+
         return self._lifecycle_view(
             request,
             object_id,
             allowed=lambda campaign: self.has_approve_permission(request),
-            service=campaign_services.campaign_approve,
+            service=approve,
             done=MSG_APPROVED,
         )
 
+    def _log_approved(self, request: HttpRequest, campaign: Campaign) -> None:
+        text = {"digest": campaign.approved_digest, "user": request.user}
+        self.log_change(request, campaign, LOG_APPROVED % text)
+
     def return_to_draft_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        def return_to_draft(*, campaign: Campaign, user) -> None:
+            campaign_services.campaign_return_to_draft(campaign=campaign, user=user)
+            self.log_change(request, campaign, LOG_RETURNED % {"user": user})
+
         return self._lifecycle_view(
             request,
             object_id,
@@ -230,7 +289,7 @@ class CampaignAdmin(DispatchActionsMixin, admin.ModelAdmin):
                 self.has_approve_permission(request)
                 or self.has_change_permission(request, campaign)
             ),
-            service=campaign_services.campaign_return_to_draft,
+            service=return_to_draft,
             done=MSG_RETURNED_TO_DRAFT,
         )
 

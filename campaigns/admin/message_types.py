@@ -13,6 +13,7 @@ from django.urls import path
 from django.utils.html import format_html, format_html_join
 
 from campaigns import selectors
+from campaigns.admin.campaigns import report_withdrawn_approvals
 from campaigns.admin.previews import preview_response, test_send_response
 from campaigns.forms import (
     ChannelPartsFormSet,
@@ -22,6 +23,7 @@ from campaigns.forms import (
     PushTemplatePartForm,
 )
 from campaigns.models import ChannelChoice, MessageTypeDefinition, TemplatePart
+from campaigns.services import approvals
 from campaigns.services import message_types as message_type_services
 from campaigns.services import previews as preview_services
 
@@ -80,7 +82,14 @@ class MessageTypeDefinitionAdmin(admin.ModelAdmin):
     list_display = ["__str__", "source", "description", "channels_display", "updated_at"]
     list_filter = ["source"]
     search_fields = ["app_label", "name", "description"]
-    readonly_fields = ["source", "code_path", "template_files", "created_at", "updated_at"]
+    readonly_fields = [
+        "source",
+        "code_path",
+        "template_files",
+        "last_edited_by",
+        "created_at",
+        "updated_at",
+    ]
     inlines = [EmailTemplatePartInline, PushTemplatePartInline]
     change_form_template = "admin/campaigns/messagetypedefinition/change_form.html"
 
@@ -93,7 +102,7 @@ class MessageTypeDefinitionAdmin(admin.ModelAdmin):
                 ("Dates", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
             ]
         return [
-            (None, {"fields": main}),
+            (None, {"fields": [*main, "last_edited_by"]}),
             ("Dates", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
         ]
 
@@ -137,6 +146,12 @@ class MessageTypeDefinitionAdmin(admin.ModelAdmin):
     def save_related(self, request: HttpRequest, form, formsets, change: bool) -> None:
         super().save_related(request, form, formsets, change)
         message_type_services.message_type_fill_optional_parts(message_type=form.instance)
+        # The editor can't approve what uses it; approvals it no longer covers are withdrawn.
+        changed = not change or form.has_changed() or any(f.has_changed() for f in formsets)
+        withdrawn = approvals.content_edited(
+            user=request.user, message_type=form.instance, changed=changed
+        )
+        report_withdrawn_approvals(self, request, withdrawn, what=f"message type “{form.instance}”")
 
     @admin.display(description="channels")
     def channels_display(self, obj: MessageTypeDefinition) -> str:
