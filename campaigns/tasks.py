@@ -98,3 +98,9 @@ def record_outcomes(
     )
     run_complete_if_done(run_id=run_id)
     return dict(counts)
+
+
+# Delivery feedback (campaigns/feedback) --------------------------------------------------------
+# Imported here, which CampaignsConfig.ready() imports in every process (web, worker, beat), so
+# that anymail's pre_send/post_send/tracking receivers are connected wherever mail is sent.
+from campaigns.feedback import webhooks as _feedback_webhooks  # noqa: E402, F401

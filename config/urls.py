@@ -8,5 +8,6 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
     path("push/", include("campaigns.push.urls")),
+    path("", include("campaigns.feedback.urls")),  # ESP webhooks: /anymail/<esp>/tracking/
     path("", include("campaigns.urls")),
 ]

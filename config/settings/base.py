@@ -391,6 +391,31 @@ ACE_CHANNEL_PUSH_RETRY_DELAY = env.int("ACE_CHANNEL_PUSH_RETRY_DELAY", default=6
 # Accept http:// subscription endpoints on loopback hosts (tests, local push services only).
 PUSH_ALLOW_HTTP_LOOPBACK_ENDPOINTS = env.bool("PUSH_ALLOW_HTTP_LOOPBACK_ENDPOINTS", default=False)
 
+# Delivery feedback: ESP webhooks, bounce mailbox, suppression list (README "Delivery feedback";
+# defaults in campaigns/conf.py)
+# ------------------------------------------------------------------------------
+# django-anymail receives the ESPs' event webhooks (/anymail/<esp>/tracking/).
+# https://anymail.dev/en/stable/installation/#configuring-tracking-and-inbound-webhooks
+INSTALLED_APPS += ["anymail"]
+# Every ANYMAIL_<NAME> variable becomes ANYMAIL["<NAME>"] (e.g.
+# ANYMAIL_MAILGUN_WEBHOOK_SIGNING_KEY, ANYMAIL_POSTMARK_SERVER_TOKEN). ANYMAIL_WEBHOOK_SECRET is
+# "user:password" (comma-separated for several during a rotation); the webhooks answer 403 until
+# it is set.
+# https://anymail.dev/en/stable/tips/securing_webhooks/
+ANYMAIL = {
+    _name.removeprefix("ANYMAIL_"): _value
+    for _name, _value in os.environ.items()
+    if _name.startswith("ANYMAIL_") and _name != "ANYMAIL_WEBHOOK_SECRET"
+}
+ANYMAIL["WEBHOOK_SECRET"] = env.list("ANYMAIL_WEBHOOK_SECRET", default=[])
+CAMPAIGNS_SOFT_BOUNCE_THRESHOLD = env.int("CAMPAIGNS_SOFT_BOUNCE_THRESHOLD", default=None)
+CAMPAIGNS_FEEDBACK_RECIPIENT_MATCH_HOURS = env.float(
+    "CAMPAIGNS_FEEDBACK_RECIPIENT_MATCH_HOURS", default=None
+)
+CAMPAIGNS_BOUNCE_IMAP_URL = env.str("CAMPAIGNS_BOUNCE_IMAP_URL", default=None)
+CAMPAIGNS_BOUNCE_IMAP_DELETE = env.bool("CAMPAIGNS_BOUNCE_IMAP_DELETE", default=None)
+CAMPAIGNS_BOUNCE_MAILBOX_BATCH = env.int("CAMPAIGNS_BOUNCE_MAILBOX_BATCH", default=None)
+
 # Logging
 # ------------------------------------------------------------------------------
 LOGGING = {
