@@ -104,3 +104,12 @@ def record_outcomes(
 # Imported here, which CampaignsConfig.ready() imports in every process (web, worker, beat), so
 # that anymail's pre_send/post_send/tracking receivers are connected wherever mail is sent.
 from campaigns.feedback import webhooks as _feedback_webhooks  # noqa: E402, F401
+from campaigns.feedback.mailbox import mailbox_poll  # noqa: E402
+
+
+@shared_task(name="campaigns.tasks.poll_bounce_mailbox", autoretry_for=(), max_retries=0)
+def poll_bounce_mailbox() -> dict[str, Any]:
+    """Beat task (``setup_periodic_tasks``): read the bounce mailbox
+    (``CAMPAIGNS_BOUNCE_IMAP_URL``) once; does nothing when it is not set. An unreachable
+    mailbox fails the task (logged); the next poll tries again and nothing is lost."""
+    return mailbox_poll().as_dict()

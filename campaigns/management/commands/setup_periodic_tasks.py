@@ -16,6 +16,12 @@ PERIODIC_TASKS = {
         "Every minute: enqueue again the work of campaign runs that stopped making progress "
         "although work is due (lost tasks). See campaigns.services.recovery.run_recover.",
     ),
+    "campaigns: poll bounce mailbox": (
+        "campaigns.tasks.poll_bounce_mailbox",
+        300,
+        "Every 5 minutes: read bounces from CAMPAIGNS_BOUNCE_IMAP_URL into the delivery "
+        "feedback (nothing when it is not set). See campaigns.feedback.mailbox.mailbox_poll.",
+    ),
 }
 
 
