@@ -376,7 +376,7 @@ class DeliveryEventAdmin(ReadOnlyAdmin):
             {
                 "id": "all",
                 "name": "All runs",
-                "url": "",
+                "url": reverse("admin:campaigns_campaign_change", args=[campaign.pk]),
                 "stats": selectors.campaign_feedback_stats(campaign.pk),
             }
         ]
@@ -384,7 +384,7 @@ class DeliveryEventAdmin(ReadOnlyAdmin):
             {
                 "id": run.pk,
                 "name": f"{run.due_at:%Y-%m-%d %H:%M} ({run.get_status_display()})",
-                "url": reverse("admin:campaigns_campaignrun_change", args=[run.pk]),
+                "url": reverse("admin:campaigns_delivery_changelist") + f"?run__id__exact={run.pk}",
                 "stats": stats[run.pk],
             }
             for run in page
