@@ -14,7 +14,12 @@ from django.urls import path
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import ngettext_lazy
 
-from campaigns.admin.previews import change_url, preview_response, test_send_response
+from campaigns.admin.previews import (
+    campaign_preview,
+    change_url,
+    preview_response,
+    test_send_response,
+)
 from campaigns.admin.runs import CampaignRunInline, DispatchActionsMixin
 from campaigns.exceptions import CampaignError
 from campaigns.forms import CampaignForm, PreviewForm
@@ -141,6 +146,10 @@ class CampaignAdmin(DispatchActionsMixin, admin.ModelAdmin):
     def has_test_send_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("campaigns.test_send_campaign")
 
+    def has_preview_permission(self, request: HttpRequest) -> bool:
+        """Preview and dry run (they show recipients' addresses and context)."""
+        return request.user.has_perm("campaigns.preview_campaign")
+
     # -- saving through the services -------------------------------------------------------
 
     def save_model(self, request: HttpRequest, obj: Campaign, form, change: bool) -> None:
@@ -244,6 +253,7 @@ class CampaignAdmin(DispatchActionsMixin, admin.ModelAdmin):
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         context["can_approve"] = self.has_approve_permission(request)
         context["can_test_send"] = self.has_test_send_permission(request)
+        context["can_preview"] = self.has_preview_permission(request)
         if obj is not None and context["can_approve"] and obj.status == Campaign.Status.DRAFT:
             # The approve button sends what the approver saw; a later change is refused.
             context["content_digest"] = campaign_services.campaign_content_digest(campaign=obj)
@@ -315,8 +325,15 @@ class CampaignAdmin(DispatchActionsMixin, admin.ModelAdmin):
                 self.message_user(request, done % {"name": campaign.name}, messages.SUCCESS)
         return HttpResponseRedirect(change_url(campaign))
 
-    def preview_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+    def _previewable(self, request: HttpRequest, object_id: str) -> Campaign:
+        """The campaign, for a user who may preview and dry-run (not Auditors)."""
         campaign = self._campaign(request, object_id)
+        if not self.has_preview_permission(request):
+            raise PermissionDenied
+        return campaign
+
+    def preview_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        campaign = self._previewable(request, object_id)
         samples: list = []
         sample_error = ""
         try:
@@ -340,7 +357,7 @@ class CampaignAdmin(DispatchActionsMixin, admin.ModelAdmin):
                 recipient = samples[0]
             else:
                 recipient = preview_services.recipient_for_user(request.user)
-            preview = preview_services.campaign_preview(
+            preview = campaign_preview(
                 campaign=campaign, recipient=recipient, language=cleaned.get("language") or ""
             )
         return preview_response(
@@ -359,7 +376,7 @@ class CampaignAdmin(DispatchActionsMixin, admin.ModelAdmin):
         )
 
     def dry_run_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        campaign = self._campaign(request, object_id)
+        campaign = self._previewable(request, object_id)
         full = request.GET.get("full") == "1"
         sample_limit = None if full else DRY_RUN_SAMPLE
         report, error = None, ""

@@ -14,7 +14,7 @@ from django.utils.html import format_html, format_html_join
 
 from campaigns import selectors
 from campaigns.admin.campaigns import report_withdrawn_approvals
-from campaigns.admin.previews import preview_response, test_send_response
+from campaigns.admin.previews import message_type_preview, preview_response, test_send_response
 from campaigns.forms import (
     ChannelPartsFormSet,
     EmailTemplatePartForm,
@@ -135,6 +135,9 @@ class MessageTypeDefinitionAdmin(admin.ModelAdmin):
     def has_test_send_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("campaigns.test_send_messagetypedefinition")
 
+    def has_preview_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("campaigns.preview_messagetypedefinition")
+
     def changelist_view(self, request: HttpRequest, extra_context=None):
         # Keep code-defined types listed (cheap, idempotent upsert).
         try:
@@ -191,17 +194,19 @@ class MessageTypeDefinitionAdmin(admin.ModelAdmin):
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         context["can_test_send"] = self.has_test_send_permission(request)
+        context["can_preview"] = self.has_preview_permission(request)
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def preview_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         definition = get_object_or_404(MessageTypeDefinition, pk=object_id)
-        if not self.has_view_permission(request, definition):
+        # Shows any user's address and context: composing and approving roles only.
+        if not self.has_preview_permission(request):
             raise PermissionDenied
         form = PreviewForm(request.GET or None)
         preview = None
         if form.is_valid() or not request.GET:
             user = (form.cleaned_data.get("recipient") if form.is_bound else None) or request.user
-            preview = preview_services.message_preview(
+            preview = message_type_preview(
                 definition=definition,
                 recipient=preview_services.recipient_for_user(user),
                 language=(form.cleaned_data.get("language") if form.is_bound else "") or "",

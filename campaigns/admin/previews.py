@@ -1,18 +1,92 @@
-"""The preview and test-send pages shared by the message type and campaign admins."""
+"""The preview and test-send pages shared by the message type and campaign admins.
+
+A preview shows any chosen user's address and context, so it needs a preview permission
+(Operators and Approvers have it, Auditors don't), and it never carries a working unsubscribe
+link: :class:`PlaceholderLinks` puts :func:`placeholder_unsubscribe_url` where each recipient's
+signed link would be (a real send, and a test send to oneself, still sign theirs).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
+from ace.message import Message
 from campaigns.exceptions import CampaignError
+from campaigns.messages import (
+    CampaignMessageBuilder,
+    Option,
+    campaign_message_builder,
+    definition_message_builder,
+)
+from campaigns.models import Campaign
+from campaigns.resolvers import ResolvedRecipient
+from campaigns.services import previews as preview_services
+from campaigns.signing import unsubscribe_headers
 
 MSG_TEST_SENT = "Test sent to %(address)s: %(outcomes)s."
 MSG_TEST_NOT_SENT = "The test was not sent to %(address)s: %(outcomes)s."
 MSG_MISSING = "Missing template variables (rendered blank): %(names)s."
+#: The token of the placeholder link: not a signature, so the unsubscribe page refuses it.
+PLACEHOLDER_TOKEN = "preview-placeholder"
+
+
+def placeholder_unsubscribe_url() -> str:
+    """Where a preview's unsubscribe link points: the real page, with a token that is invalid."""
+    path = reverse("campaigns:unsubscribe", kwargs={"token": PLACEHOLDER_TOKEN})
+    return settings.SITE_URL.rstrip("/") + path
+
+
+class PlaceholderLinks:
+    """Wraps a message builder: the same messages, with the placeholder unsubscribe link (in
+    the context and the ``List-Unsubscribe`` headers) instead of the recipient's signed one."""
+
+    def __init__(self, builder: CampaignMessageBuilder) -> None:
+        self.builder = builder
+
+    def build(self, recipient: ResolvedRecipient, **kwargs: Any) -> Message:
+        message = self.builder.build(recipient, **kwargs)
+        url = placeholder_unsubscribe_url()
+        if "unsubscribe_url" in message.context:
+            message.context = {**message.context, "unsubscribe_url": url}
+        headers = dict(message.options.get(Option.HEADERS) or {})
+        if "List-Unsubscribe" in headers:
+            headers.update(unsubscribe_headers(url))
+            message.options = {**message.options, Option.HEADERS: headers}
+        return message
+
+
+def campaign_preview(
+    *, campaign: Campaign, recipient: ResolvedRecipient, language: str = ""
+) -> preview_services.Preview:
+    """``services.previews.campaign_preview`` with the placeholder unsubscribe link."""
+    return preview_services.message_preview(
+        definition=campaign.message_type,
+        recipient=recipient,
+        context=dict(campaign.context or {}),
+        language=language or recipient.language or campaign.language,
+        channels=campaign.channels,
+        builder=PlaceholderLinks(campaign_message_builder(campaign=campaign)),  # type: ignore[arg-type]
+    )
+
+
+def message_type_preview(*, definition, recipient: ResolvedRecipient, language: str = ""):
+    """``services.previews.message_preview`` (sample context) with the placeholder link."""
+    builder = definition_message_builder(
+        definition=definition, context=dict(definition.sample_context or {})
+    )
+    return preview_services.message_preview(
+        definition=definition,
+        recipient=recipient,
+        language=language,
+        builder=PlaceholderLinks(builder),  # type: ignore[arg-type]
+    )
 
 
 def outcomes_text(outcomes: list) -> str:
@@ -43,6 +117,7 @@ def preview_response(model_admin, request, obj, form, preview, definition, sampl
             f"admin:{obj._meta.app_label}_{obj._meta.model_name}_test_send", args=[obj.pk]
         ),
         "change_url": change_url(obj),
+        "placeholder_unsubscribe_url": placeholder_unsubscribe_url(),
     }
     return TemplateResponse(request, "admin/campaigns/preview.html", context)
 
