@@ -9,7 +9,7 @@ import datetime as dt
 import functools
 import re
 import zoneinfo
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -93,9 +93,15 @@ class RecipientListEntryResource(resources.ModelResource):
         skip_unchanged = False
         report_skipped = False
 
-    def __init__(self, recipient_list: RecipientList | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        recipient_list: RecipientList | None = None,
+        on_row: Callable[[], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.recipient_list = recipient_list
+        self.on_row = on_row  # called after each row (a background import's progress)
         self._context_columns: list[str] = []
 
     # -- import ---------------------------------------------------------------------------
@@ -207,6 +213,10 @@ class RecipientListEntryResource(resources.ModelResource):
         instance.user_id = self._users.get(email)
         if errors:
             raise ValidationError(errors)
+
+    def after_import_row(self, row: Any, row_result: Any, **kwargs: Any) -> None:
+        if self.on_row is not None:
+            self.on_row()
 
     # -- export ---------------------------------------------------------------------------
     def before_export(self, queryset, **kwargs: Any) -> None:

@@ -113,3 +113,24 @@ def poll_bounce_mailbox() -> dict[str, Any]:
     (``CAMPAIGNS_BOUNCE_IMAP_URL``) once; does nothing when it is not set. An unreachable
     mailbox fails the task (logged); the next poll tries again and nothing is lost."""
     return mailbox_poll().as_dict()
+
+
+# Recipient list imports -------------------------------------------------------------------------
+
+
+@shared_task(
+    name="campaigns.tasks.import_recipient_list",
+    # A big import runs longer than the default limits of the sending tasks; a redelivered
+    # task finds its job finished, or starts it again (the import is one transaction).
+    soft_time_limit=3600,
+    time_limit=3660,
+)
+def import_recipient_list(job_id: str) -> dict[str, Any]:
+    """Import a recipient list file too big for a web request (``campaigns.services.imports``)."""
+    from campaigns.services.imports import job_run
+
+    job = job_run(job_id=job_id)
+    if job is None:
+        logger.warning("import_recipient_list: job %s no longer exists", job_id)
+        return {}
+    return {"status": job.status, "imported": job.imported, "errors": job.error_count}

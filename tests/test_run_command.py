@@ -167,9 +167,14 @@ def http_session() -> urllib.request.OpenerDirector:
     )
 
 
-def log_in(base_url: str, username: str, password: str) -> str:
+def log_in(
+    base_url: str,
+    username: str,
+    password: str,
+    opener: urllib.request.OpenerDirector | None = None,
+) -> str:
     """Log in to the admin through its login form; return the page the login lands on."""
-    opener = http_session()
+    opener = opener or http_session()
     with opener.open(f"{base_url}/admin/login/", timeout=10) as response:
         assert response.status == 200
         form = response.read().decode()
@@ -264,6 +269,68 @@ def test_run_command_uses_env_credentials_and_stops_all_when_one_process_dies(st
     assert site.process.wait(timeout=90) == 1
     site.wait_for(r"==> beat exited with status -9; stopping the others")
     assert site.alive_processes() == []
+
+
+def csrf_token(page: str) -> str:
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+    assert token, "the page has no CSRF token"
+    return token.group(1)
+
+
+def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
+    boundary = "----ace-test-boundary-7d1f"
+    parts = []
+    for name, value in fields.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n')
+        parts.append(f"{value}\r\n")
+    chunks = [part.encode() for part in parts]
+    for name, (filename, content) in files.items():
+        chunks.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+            f'filename="{filename}"\r\nContent-Type: text/csv\r\n\r\n'.encode()
+        )
+        chunks += [content, b"\r\n"]
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
+
+
+def test_a_big_import_runs_in_the_worker_and_its_page_follows_it(start_site) -> None:
+    site = start_site(
+        DJANGO_SUPERUSER_USERNAME="operator",
+        DJANGO_SUPERUSER_PASSWORD="a-long-operator-password",
+        CAMPAIGNS_IMPORT_BACKGROUND_ROWS="10",
+    )
+    site.wait_for(r"==> The site is running at", START_TIMEOUT)
+    base_url = f"http://127.0.0.1:{site.port}"
+    site.shell("from campaigns.models import RecipientList as L; L.objects.create(name='Big')")
+    opener = http_session()
+    log_in(base_url, "operator", "a-long-operator-password", opener)
+    import_url = f"{base_url}/admin/campaigns/recipientlistentry/import/"
+    with opener.open(import_url, timeout=10) as response:
+        page = response.read().decode()
+    list_id = re.search(r'<option value="(\d+)">Big</option>', page).group(1)
+    rows = "email,first_name\n" + "".join(f"u{i}@example.org,U{i}\n" for i in range(300))
+    body, content_type = multipart(
+        {
+            "csrfmiddlewaretoken": csrf_token(page),
+            "recipient_list": list_id,
+            "resource": "0",
+            "format": "0",
+        },
+        {"import_file": ("big.csv", rows.encode())},
+    )
+    request = urllib.request.Request(
+        import_url, data=body, headers={"Content-Type": content_type, "Referer": import_url}
+    )
+    with opener.open(request, timeout=30) as response:  # redirected to the job's page
+        status_url = response.geturl()
+        assert re.search(r"/import/[0-9a-f]{32}/$", status_url), status_url
+    site.wait_for(r"^worker .*Task campaigns\.tasks\.import_recipient_list\[.*\] succeeded")
+    with opener.open(status_url, timeout=10) as response:
+        page = " ".join(response.read().decode().split())
+    assert "Imported 300 recipients into “Big”" in page, page[-2000:]
+    site.process.send_signal(signal.SIGINT)
+    assert site.process.wait(timeout=90) == 0
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")

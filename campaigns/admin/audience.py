@@ -10,13 +10,14 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.urls import reverse
+from django.template import engines
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import ngettext, ngettext_lazy
 from import_export.admin import ImportExportModelAdmin
 from import_export.formats.base_formats import CSV, XLSX
 
-from campaigns import exports
+from campaigns import conf, exports
 from campaigns.admin.campaigns import report_withdrawn_approvals
 from campaigns.forms import (
     RecipientListConfirmImportForm,
@@ -36,6 +37,33 @@ IMPORT_FAILED = ngettext_lazy(
     "count",
 )
 IMPORT_EXPIRED = "This import has expired or was already done; upload the file again."
+IMPORT_STATUS_TEMPLATE = """{% extends "admin/base_site.html" %}
+{% block extrahead %}{{ block.super }}{% if not job.finished %}
+<meta http-equiv="refresh" content="2">{% endif %}{% endblock %}
+{% block breadcrumbs %}<div class="breadcrumbs"><a href="{% url 'admin:index' %}">Home</a>
+&rsaquo; <a href="{{ entries_url }}">Recipient list entries</a> &rsaquo; Import</div>
+{% endblock %}
+{% block content %}<div id="content-main" class="import-job import-job-{{ job.status }}">
+<p>{{ job.file_name }}: {{ job.total }} row{{ job.total|pluralize }}, imported in the
+background into the list “{{ job.list_name }}”, all or nothing.</p>
+{% if job.status == "queued" %}<p class="import-job-state">Waiting for a worker…</p>
+{% elif job.status == "running" %}<p class="import-job-state">Checked and imported
+{{ job.processed }} of {{ job.total }} rows ({{ percent }}%).</p>
+<progress max="{{ job.total }}" value="{{ job.processed }}">{{ percent }}%</progress>
+{% elif job.status == "done" %}<ul class="messagelist"><li class="success">Imported
+{{ job.imported }} recipient{{ job.imported|pluralize }} into “{{ job.list_name }}”.
+<a href="{{ entries_url }}">See the entries</a>.</li></ul>
+{% else %}<ul class="messagelist"><li class="error">Nothing was imported.
+{% if job.message %}{{ job.message }}{% else %}{{ job.error_count }}
+error{{ job.error_count|pluralize }}: fix the file and
+<a href="{{ import_url }}">upload it again</a>.{% endif %}</li></ul>
+{% if job.errors %}<table><thead><tr><th>Row</th><th>Column</th><th>Error</th></tr></thead>
+<tbody>{% for e in job.errors %}<tr><td>{{ e.row|default_if_none:"" }}</td>
+<td>{{ e.column }}</td><td>{{ e.message }}</td></tr>{% endfor %}</tbody></table>
+{% if job.error_count > job.errors|length %}<p>The first {{ job.errors|length }} of
+{{ job.error_count }} errors.</p>{% endif %}{% endif %}{% endif %}
+</div>{% endblock %}
+"""
 
 
 class BoundedRecipientListImportForm(RecipientListImportForm):
@@ -127,9 +155,23 @@ class RecipientListEntryAdmin(ImportExportModelAdmin):
     # Uploads wait for confirmation in a private folder, and never stay there (V7).
     tmp_storage_class = imports.PrivateTempStorage
 
+    def get_urls(self) -> list:
+        status = path(
+            "import/<str:job_id>/",
+            self.admin_site.admin_view(self.import_status_view),
+            name="campaigns_recipientlistentry_import_status",
+        )
+        return [status, *super().get_urls()]
+
     def import_action(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
         """The upload and preview; the uploaded file is kept only when the preview offers to
-        confirm the import (a refused or invalid file is deleted at once)."""
+        confirm the import (a refused or invalid file is deleted at once). A file of more than
+        ``CAMPAIGNS_IMPORT_BACKGROUND_ROWS`` rows is not parsed here: it goes to a Celery task,
+        and the page shows its progress."""
+        if request.method == "POST" and self.has_import_permission(request):
+            form = self.create_import_form(request)
+            if form.is_valid() and (form.row_count or 0) > conf.import_background_rows():
+                return self._import_in_background(request, form)
         response = super().import_action(request, **kwargs)
         context = getattr(response, "context_data", None) or {}
         form = context.get("form")
@@ -138,6 +180,46 @@ class RecipientListEntryAdmin(ImportExportModelAdmin):
         if name and "confirm_form" not in context:
             imports.tmp_discard(name)
         return response
+
+    def _import_in_background(self, request: HttpRequest, form: Any) -> HttpResponse:
+        upload = form.cleaned_data["import_file"]
+        file_format = self.get_import_formats()[int(form.cleaned_data["format"])]
+        job = imports.job_create(
+            data=b"".join(upload.chunks()),
+            file_format="xlsx" if issubclass(file_format, XLSX) else "csv",
+            recipient_list=form.cleaned_data["recipient_list"],
+            file_name=upload.name,
+            total=form.row_count,
+            user=request.user,
+        )
+        imports.job_enqueue(job)
+        return HttpResponseRedirect(
+            reverse("admin:campaigns_recipientlistentry_import_status", args=[job.id])
+        )
+
+    def import_status_view(self, request: HttpRequest, job_id: str) -> HttpResponse:
+        """A background import's progress (the page reloads itself until it ends) and outcome:
+        the rows imported, or every row error and nothing imported."""
+        if not self.has_import_permission(request):
+            raise PermissionDenied
+        job = imports.job_get(job_id)
+        if job is None:
+            messages.error(request, IMPORT_EXPIRED)
+            return HttpResponseRedirect(reverse("admin:campaigns_recipientlistentry_import"))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"Import into “{job.list_name}”",
+            "job": job,
+            "percent": int(100 * job.processed / job.total) if job.total else 0,
+            "entries_url": reverse("admin:campaigns_recipientlistentry_changelist")
+            + f"?recipient_list__id__exact={job.recipient_list_id}",
+            "import_url": reverse("admin:campaigns_recipientlistentry_import")
+            + f"?recipient_list={job.recipient_list_id}",
+        }
+        return HttpResponse(
+            engines["django"].from_string(IMPORT_STATUS_TEMPLATE).render(context, request)
+        )
 
     def process_import(self, request: HttpRequest, **kwargs: Any) -> HttpResponse:
         """The confirmed import; its uploaded file is deleted whatever the outcome."""

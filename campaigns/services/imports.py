@@ -5,6 +5,12 @@ file what its zip members unpack to (a decompression bomb is refused without bei
 and its number of rows. The file then waits for the confirmation step in a private folder
 (:class:`PrivateTempStorage`, ``VAR_DIR/imports``, owner-only), and is deleted once the import
 is done, refused, or left unconfirmed for longer than ``CAMPAIGNS_IMPORT_TMP_MAX_AGE_SECONDS``.
+
+A file of more than ``CAMPAIGNS_IMPORT_BACKGROUND_ROWS`` rows is imported by a Celery task
+instead (:func:`job_create`, then ``campaigns.tasks.import_recipient_list`` runs
+:func:`job_run`): all or nothing, as in the admin, with its progress and outcome kept in a job
+file next to the upload, which the admin's status page reads. The web server and the workers
+must therefore share ``VAR_DIR/imports`` (they do on one machine).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import logging
 import os
 import posixpath
@@ -23,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 from xml.etree import ElementTree
 
+import attrs
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.template.defaultfilters import filesizeformat
@@ -283,3 +291,169 @@ def tmp_discard(name: str) -> None:
     """Delete the temporary file ``name`` if it is one of ours (no error if it is gone)."""
     with contextlib.suppress(ImportExpired):
         PrivateTempStorage(name=name).remove()
+
+
+# Background imports -------------------------------------------------------------------------
+
+IMPORT_TASK = "campaigns.tasks.import_recipient_list"
+JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_FAILED = "queued", "running", "done", "failed"
+#: Rows between two progress writes of a running job.
+JOB_PROGRESS_EVERY = 250
+#: Row errors kept in a failed job (the count is kept in full).
+JOB_MAX_ERRORS = 200
+JOB_TOO_SLOW = "The import took longer than its time limit and was rolled back; split the file."
+JOB_LOST = "The uploaded file is gone (the import expired); upload it again."
+JOB_CRASHED = "The import failed ({error}); nothing was imported."
+
+
+@attrs.define
+class ImportJob:
+    """A background import: what to import where, and how far it got."""
+
+    id: str
+    recipient_list_id: int
+    list_name: str
+    file_name: str
+    file_format: str  # "csv" or "xlsx"
+    data_name: str  # the PrivateTempStorage name of the uploaded file
+    total: int
+    user_id: int | None = None
+    status: str = JOB_QUEUED
+    processed: int = 0
+    imported: int = 0
+    error_count: int = 0
+    errors: list[dict] = attrs.field(factory=list)
+    message: str = ""
+    created_at: float = attrs.field(factory=time.time)
+    updated_at: float = attrs.field(factory=time.time)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (JOB_DONE, JOB_FAILED)
+
+
+def _job_path(job_id: str) -> Path:
+    if not _TMP_NAME.match(job_id or ""):
+        raise ImportExpired(job_id)
+    return import_dir() / f"{job_id}.json"
+
+
+def job_save(job: ImportJob) -> None:
+    """Write the job file atomically (readers never see half of it), owner-only."""
+    job.updated_at = time.time()
+    path = _job_path(job.id)
+    partial = path.with_suffix(".part")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(attrs.asdict(job), handle)
+    os.replace(partial, path)
+
+
+def job_get(job_id: str) -> ImportJob | None:
+    """The job ``job_id``, or ``None`` if there is no such job (or it was swept)."""
+    try:
+        data = json.loads(_job_path(job_id).read_text())
+    except (ImportExpired, OSError, ValueError):
+        return None
+    fields = {a.name for a in attrs.fields(ImportJob)}
+    return ImportJob(**{k: v for k, v in data.items() if k in fields})
+
+
+def job_create(
+    *, data: bytes, file_format: str, recipient_list: Any, file_name: str, total: int, user: Any
+) -> ImportJob:
+    """Keep the upload privately and describe its import; the caller enqueues the task."""
+    storage = PrivateTempStorage(read_mode="rb")
+    storage.save(data)
+    job = ImportJob(
+        id=uuid.uuid4().hex,
+        recipient_list_id=recipient_list.pk,
+        list_name=str(recipient_list),
+        file_name=os.path.basename(file_name or "")[:200],
+        file_format=file_format,
+        data_name=storage.name,
+        total=total,
+        user_id=getattr(user, "pk", None),
+    )
+    job_save(job)
+    return job
+
+
+def job_enqueue(job: ImportJob) -> None:
+    """Hand the job to a worker (the task is named: ``campaigns.tasks`` imports services)."""
+    from celery import current_app
+
+    current_app.tasks[IMPORT_TASK].apply_async(args=[job.id])
+
+
+def job_run(*, job_id: str) -> ImportJob | None:
+    """Import a job's file (once: a finished job is left as it is), recording progress every
+    :data:`JOB_PROGRESS_EVERY` rows; the uploaded file is deleted afterwards either way."""
+    from celery.exceptions import SoftTimeLimitExceeded
+    from import_export.formats.base_formats import CSV
+
+    from campaigns.models import RecipientList
+    from campaigns.resources import RecipientListEntryResource
+
+    job = job_get(job_id)
+    if job is None or job.finished:
+        return job
+    job.status, job.processed = JOB_RUNNING, 0
+    job_save(job)
+
+    def progress() -> None:
+        job.processed += 1
+        if job.processed % JOB_PROGRESS_EVERY == 0:
+            job_save(job)
+
+    class Resource(RecipientListEntryResource):
+        class Meta:
+            skip_diff = True  # no per-row copies of the old values: constant memory per row
+
+    storage = PrivateTempStorage(name=job.data_name, read_mode="rb")
+    try:
+        input_format = XLSX() if job.file_format == "xlsx" else CSV(encoding="utf-8-sig")
+        raw = storage.read()
+        dataset = input_format.create_dataset(raw if job.file_format == "xlsx" else raw.decode())
+        resource = Resource(
+            recipient_list=RecipientList.objects.get(pk=job.recipient_list_id), on_row=progress
+        )
+        result = resource.import_data(
+            dataset,
+            dry_run=False,
+            raise_errors=False,
+            use_transactions=True,
+            rollback_on_validation_errors=True,
+        )
+        _job_outcome(job, result)
+    except FileNotFoundError:  # ImportExpired included
+        job.status, job.message = JOB_FAILED, JOB_LOST
+    except SoftTimeLimitExceeded:
+        job.status, job.message = JOB_FAILED, JOB_TOO_SLOW
+    except Exception as exc:  # the job must end, and say why
+        logger.exception("recipient list import %s failed", job.id)
+        job.status, job.message = JOB_FAILED, JOB_CRASHED.format(error=type(exc).__name__)
+    finally:
+        storage.remove()
+    job_save(job)
+    return job
+
+
+def _job_outcome(job: ImportJob, result: Any) -> None:
+    errors: list[dict] = []
+    for error in result.base_errors:
+        errors.append({"row": None, "column": "", "message": str(error.error)})
+    for number, row_errors in result.row_errors():
+        for error in row_errors:
+            errors.append({"row": number, "column": "", "message": str(error.error)})
+    for row in result.invalid_rows:
+        for column, messages in row.error_dict.items():
+            for message in messages:
+                errors.append({"row": row.number, "column": column, "message": str(message)})
+    job.error_count = len(errors)
+    job.errors = errors[:JOB_MAX_ERRORS]
+    if errors:
+        job.status, job.imported = JOB_FAILED, 0
+    else:
+        job.status, job.imported = JOB_DONE, int(result.totals.get("new", 0))
+    job.processed = max(job.processed, len(result.rows))
