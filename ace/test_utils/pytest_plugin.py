@@ -32,10 +32,15 @@ def smtp_server(_ace_smtp_server_session: Any) -> Iterator[Any]:
 
     ``.messages`` (envelope ``mail_from``/``rcpt_tos``, raw ``data``, parsed ``.message``,
     ``.part("html")``), ``.connections``, and per recipient ``.reply(addr, "451 ...")``,
-    ``.drop(addr, times=1)``, ``.delay(addr, seconds)``.
+    ``.drop(addr, times=1)``, ``.delay(addr, seconds)``. The connection ``ace.send`` keeps
+    open between messages is closed around each test, so each starts with none.
     """
+    from ace.channel.django_email_sessions import close_kept_session
+
+    close_kept_session()
     _ace_smtp_server_session.reset()
     yield _ace_smtp_server_session
+    close_kept_session()
     _ace_smtp_server_session.reset()
 
 
