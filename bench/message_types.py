@@ -1,4 +1,4 @@
-"""The benchmark's code-defined message type (templates in ``bench/templates``)."""
+"""The benchmark's code-defined message types (templates in ``bench/templates``)."""
 
 from ace.message import MessageType
 
@@ -8,3 +8,11 @@ class BenchMail(MessageType):
 
     APP_LABEL = "bench"
     NAME = "benchmail"
+
+
+class BenchMailWorst(MessageType):
+    """The same email with a per-recipient tracking parameter in every item link (the worst
+    case for rendering once per batch: the loop depends on the recipient)."""
+
+    APP_LABEL = "bench"
+    NAME = "benchmail_worst"

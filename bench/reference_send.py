@@ -9,6 +9,7 @@ Prints one JSON line: ``{"messages": N, "seconds": ..., "per_second": ..., ...}`
 
     bench/.venv-ref/bin/python bench/reference_send.py --count 2000 --smtp 127.0.0.1:2525
     bench/.venv-ref/bin/python bench/reference_send.py --count 2000 --backend locmem
+    bench/.venv-ref/bin/python bench/reference_send.py --count 2000 --email worst
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def configure(*, backend: str, host: str, port: int) -> None:
     django.setup()
 
 
-def build_message(index: int, send_uuid: uuid.UUID):
+def build_message(index: int, send_uuid: uuid.UUID, name: str = workload.MESSAGE_NAME):
     """One message per recipient with a fresh context, as an Open edX resolver builds it."""
     from edx_ace.message import Message
     from edx_ace.recipient import Recipient
@@ -80,7 +81,7 @@ def build_message(index: int, send_uuid: uuid.UUID):
     context = {**workload.CAMPAIGN_CONTEXT, **workload.recipient_context(index)}
     return Message(
         app_label=workload.APP_LABEL,
-        name=workload.MESSAGE_NAME,
+        name=name,
         recipient=Recipient(lms_user_id=index, email_address=workload.recipient_email(index)),
         language=workload.LANGUAGE,
         context=context,
@@ -92,18 +93,19 @@ def build_message(index: int, send_uuid: uuid.UUID):
     )
 
 
-def run(count: int, warmup: int) -> dict:
-    """Send ``warmup`` untimed messages (template compilation, plugin loading), then ``count``."""
+def run(count: int, warmup: int, name: str = workload.MESSAGE_NAME) -> dict:
+    """Send ``warmup`` untimed messages (template compilation, plugin loading), then ``count``
+    messages of the email ``name``."""
     from django.core import mail
     from edx_ace import ace
 
     send_uuid = uuid.uuid4()
     for index in range(warmup):
-        ace.send(build_message(index, send_uuid))
+        ace.send(build_message(index, send_uuid, name))
     outbox = getattr(mail, "outbox", None)
     start = time.perf_counter()
     for index in range(count):
-        ace.send(build_message(index, send_uuid))
+        ace.send(build_message(index, send_uuid, name))
         if outbox is not None and len(outbox) > 1000:
             outbox.clear()
     seconds = time.perf_counter() - start
@@ -120,15 +122,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--backend", choices=sorted(BACKENDS), default="smtp")
     parser.add_argument("--smtp", default="127.0.0.1:2525", help="host:port of the SMTP sink")
+    parser.add_argument("--email", choices=sorted(workload.EMAILS), default="typical")
     args = parser.parse_args(argv)
     host, _, port = args.smtp.rpartition(":")
     configure(backend=args.backend, host=host, port=int(port))
 
     import edx_ace
 
-    result = run(args.count, args.warmup)
+    result = run(args.count, args.warmup, workload.EMAILS[args.email][0])
     result.update(
-        {"library": f"edx-ace {getattr(edx_ace, '__version__', '?')}", "backend": args.backend}
+        {
+            "library": f"edx-ace {getattr(edx_ace, '__version__', '?')}",
+            "backend": args.backend,
+            "email": args.email,
+        }
     )
     print(json.dumps(result))
 

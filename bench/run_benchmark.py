@@ -15,6 +15,10 @@ starts a Celery worker (prefork, 2 processes) on Redis, fires the schedule (enqu
 stage and prints the per-message cost of resolve, personalize, policy, render, MIME, SMTP and
 log (the delivery-log queries), so the next bottleneck is obvious.
 
+Each measurement runs for each ``--email``: ``typical`` (the loop reads only the campaign's
+context) and ``worst`` (a per-recipient tracking parameter in every item link, so rendering the
+shared parts once per batch cannot take the loop); both by default.
+
     .venv/bin/python -m bench.run_benchmark --recipients 10000 100000
     .venv/bin/python -m bench.run_benchmark --profile 10000 --recipients
 
@@ -211,18 +215,24 @@ def reset_and_seed(count: int) -> None:
 
 
 def create_campaign(
-    *, name: str = "Weekly picks (benchmark)", resolver: str = "all_active_users", parameters=None
+    *,
+    name: str = "Weekly picks (benchmark)",
+    resolver: str = "all_active_users",
+    parameters=None,
+    email: str = "typical",
 ) -> int:
-    """A scheduled campaign of the benchmark's message type (code-defined, file templates)."""
+    """A scheduled campaign of the benchmark's message type ``email`` (code-defined, file
+    templates)."""
     from bench import workload
     from campaigns.models import Campaign, MessageTypeDefinition, RecipientSource
 
+    message_name, code_path = workload.EMAILS[email]
     definition, _ = MessageTypeDefinition.objects.get_or_create(
         app_label=workload.APP_LABEL,
-        name=workload.MESSAGE_NAME,
+        name=message_name,
         defaults={
             "source": MessageTypeDefinition.Source.CODE,
-            "code_path": "bench.message_types.BenchMail",
+            "code_path": code_path,
             "default_language": workload.LANGUAGE,
         },
     )
@@ -451,13 +461,16 @@ def redis_client(url: str) -> Any:
     return redis.Redis.from_url(url)
 
 
-def run_once(args: argparse.Namespace, count: int, sink: Sink) -> dict[str, Any]:
-    """One end-to-end run for ``count`` recipients (after an untimed warm-up run, if asked)."""
+def run_once(
+    args: argparse.Namespace, count: int, sink: Sink, email: str = "typical"
+) -> dict[str, Any]:
+    """One end-to-end run for ``count`` recipients of ``email`` (after an untimed warm-up run,
+    if asked)."""
     from django.db import connection
 
     from bench.apps import GC_KEY, QUERIES_KEY, TASK_CPU_KEY, TASKS_KEY
 
-    log(f"-- {count:,} recipients: seeding")
+    log(f"-- {count:,} recipients, {email} email: seeding")
     reset_and_seed(count)
     warmup_id = None
     if args.warmup:
@@ -465,14 +478,15 @@ def run_once(args: argparse.Namespace, count: int, sink: Sink) -> dict[str, Any]
             name="Warm-up (not timed)",
             resolver="user_filter",
             parameters={"filters": {"id__lte": args.warmup}},
+            email=email,
         )
-    campaign_id = create_campaign()
+    campaign_id = create_campaign(email=email)
     redis = redis_client(args.redis_url)
     redis.flushdb()  # our own Redis database: broker queues, rate limits, counters
     connection.close()
 
     RESULTS_DIR.mkdir(exist_ok=True)
-    worker = Worker(args, sink.port, RESULTS_DIR / f"worker-{count}.log")
+    worker = Worker(args, sink.port, RESULTS_DIR / f"worker-{count}-{email}.log")
     sampler = None
     try:
         worker.wait_ready()
@@ -504,6 +518,7 @@ def run_once(args: argparse.Namespace, count: int, sink: Sink) -> dict[str, Any]
     statuses = _status_counts(run)
     seconds = (run.finished_at - due_at).total_seconds()
     return {
+        "email": email,
         "recipients": count,
         "status": run.status,
         "deliveries": statuses,
@@ -545,18 +560,22 @@ def _status_counts(run: Any) -> dict[str, int]:
 # The reference -------------------------------------------------------------------------------
 
 
-def run_reference(args: argparse.Namespace, sink: Sink) -> dict[str, Any] | None:
+def run_reference(
+    args: argparse.Namespace, sink: Sink, email: str = "typical"
+) -> dict[str, Any] | None:
     if args.reference_count <= 0:
         return None
     if not REFERENCE_PYTHON.exists():
         log("!! bench/.venv-ref is missing: run bench/setup_reference.sh to measure edx-ace")
         return None
-    log(f"-- reference: edx-ace, {args.reference_count:,} messages over SMTP")
+    log(f"-- reference: edx-ace, {args.reference_count:,} messages of the {email} email over SMTP")
     command = [
         str(REFERENCE_PYTHON),
         str(BENCH_DIR / "reference_send.py"),
         "--count",
         str(args.reference_count),
+        "--email",
+        email,
         "--smtp",
         f"127.0.0.1:{sink.port}",
     ]
@@ -681,8 +700,11 @@ def instrument(timer: StageTimer) -> None:
         timer.wrap_context_manager(batches, "policies_prefetched", "policy")
 
 
-def run_profile(args: argparse.Namespace, count: int, sink: Sink) -> dict[str, Any]:
-    """The pipeline in this process (eager Celery), timed per stage."""
+def run_profile(
+    args: argparse.Namespace, count: int, sink: Sink, email: str, timer: StageTimer
+) -> dict[str, Any]:
+    """The pipeline in this process (eager Celery) for ``email``, timed per stage by ``timer``
+    (already put around the stages by :func:`instrument`)."""
     from django.db import connection, reset_queries
     from django.test.utils import CaptureQueriesContext
 
@@ -691,12 +713,12 @@ def run_profile(args: argparse.Namespace, count: int, sink: Sink) -> dict[str, A
 
     app.conf.task_always_eager = True  # batches run inline, in this process
     reset_and_seed(count)
-    campaign_id = create_campaign()
+    campaign_id = create_campaign(email=email)
     redis_client(args.redis_url).flushdb()
-    timer = StageTimer()
-    instrument(timer)
+    timer.wall.clear()
+    timer.cpu.clear()
     reset_queries()
-    log(f"-- profile: {count:,} recipients in one process")
+    log(f"-- profile: {count:,} recipients of the {email} email in one process")
 
     sampler = Sampler(os.getpid(), sink.process.pid, args.database_url).start()
     sampler.mark()
@@ -712,6 +734,7 @@ def run_profile(args: argparse.Namespace, count: int, sink: Sink) -> dict[str, A
     sent = max(run.sent, 1)
     stages = sorted(timer.cpu, key=lambda stage: -timer.cpu[stage])
     return {
+        "email": email,
         "recipients": count,
         "status": run.status,
         "sent": run.sent,
@@ -747,7 +770,8 @@ def summarize(results: dict[str, Any]) -> str:
             )
         ratio = f", {run['per_second'] / ref['per_second']:.1f}x the reference" if ref else ""
         lines.append(
-            f"{run['recipients']:>7,} recipients: {run['per_second']:,.1f} msg/s{ratio} "
+            f"{run['recipients']:>7,} recipients ({run.get('email', 'typical')} email): "
+            f"{run['per_second']:,.1f} msg/s{ratio} "
             f"({run['sent']:,} sent in {run['seconds']} s, {run['tasks']} tasks); "
             f"{run['queries_per_message']} queries/message; peak RSS "
             f"{run['peak_rss_process_mb']} MB per process (pool: {run['peak_rss_children_mb']}), "
@@ -766,10 +790,11 @@ def summarize(results: dict[str, Any]) -> str:
                 f"{'':>9}!! other processes used {1 - ours / cpu['machine']:.0%} of the CPU "
                 "during this run: the figures above are pessimistic; rerun on a quiet machine"
             )
-    if len(runs) >= 2:
-        low, high = runs[0]["peak_rss_process_mb"], runs[-1]["peak_rss_process_mb"]
+    sized = [run for run in runs if run.get("email", "typical") == runs[0].get("email")]
+    if len(sized) >= 2:
+        low, high = sized[0]["peak_rss_process_mb"], sized[-1]["peak_rss_process_mb"]
         lines.append(
-            f"Peak RSS growth {runs[0]['recipients']:,} -> {runs[-1]['recipients']:,}: "
+            f"Peak RSS growth {sized[0]['recipients']:,} -> {sized[-1]['recipients']:,}: "
             f"{(high - low) / low * 100:+.1f} %"
         )
     stages = results.get("stages_microseconds_per_message")
@@ -778,11 +803,11 @@ def summarize(results: dict[str, Any]) -> str:
         for stage, micros in stages.items():
             unit = "" if "size" in stage else " us"
             lines.append(f"    {stage:<45} {micros:>9.1f}{unit}")
-    profile = results.get("profile")
-    if profile:
+    for profile in results.get("profiles", []):
         lines.append(
-            f"Profile ({profile['recipients']:,} recipients, one process, eager Celery): "
-            f"{profile['per_second_one_process']:,.1f} msg/s; per message, this process:"
+            f"Profile ({profile['recipients']:,} recipients, {profile['email']} email, one "
+            f"process, eager Celery): {profile['per_second_one_process']:,.1f} msg/s; per "
+            "message, this process:"
         )
         lines.append(f"    {'stage':<12} {'CPU':>9} {'wall':>9}")
         for stage, micros in profile["cpu_us_per_message"].items():
@@ -808,6 +833,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--smtp-connections", type=int, default=4)
     parser.add_argument("--plain-smtp", action="store_true", help="one smtplib connection")
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument(
+        "--email",
+        nargs="+",
+        choices=["typical", "worst"],
+        default=["typical", "worst"],
+        help="the emails to measure: typical (the loop reads only shared context) and worst "
+        "(a per-recipient parameter in every item link)",
+    )
     parser.add_argument(
         "--warmup",
         type=int,
@@ -847,18 +880,23 @@ def main(argv: list[str] | None = None) -> None:
 
             results["stages_microseconds_per_message"] = run_stages(args.stages)
         if args.profile:
-            results["profile"] = run_profile(args, args.profile, sink)
+            timer = StageTimer()
+            instrument(timer)
+            results["profiles"] = [
+                run_profile(args, args.profile, sink, email, timer) for email in args.email
+            ]
         if args.recipients:
             results["runs"] = []
             for count in args.recipients:
-                # The reference right before each run: the machine's speed drifts over minutes
-                # (a shared VM), and a ratio is only meaningful between neighbouring runs.
-                reference = run_reference(args, sink)
-                run = run_once(args, count, sink)
-                run["reference"] = reference
-                if reference:
-                    run["ratio"] = round(run["per_second"] / reference["per_second"], 2)
-                results["runs"].append(run)
+                for email in args.email:
+                    # The reference right before each run: the machine's speed drifts over
+                    # minutes (a shared VM); a ratio is only meaningful between neighbours.
+                    reference = run_reference(args, sink, email)
+                    run = run_once(args, count, sink, email)
+                    run["reference"] = reference
+                    if reference:
+                        run["ratio"] = round(run["per_second"] / reference["per_second"], 2)
+                    results["runs"].append(run)
     finally:
         sink.stop()
     RESULTS_DIR.mkdir(exist_ok=True)

@@ -1,4 +1,9 @@
-"""The benchmark's email: template location, shared campaign context and per-recipient context.
+"""The benchmark's emails: template location, shared campaign context and per-recipient context.
+
+Two emails share everything but their item links: ``typical`` (``benchmail``) reads only the
+campaign's context inside its loop, ``worst`` (``benchmail_worst``) puts a per-recipient tracking
+parameter (the recipient's ``username``) in every item link, so the loop cannot be rendered once
+per batch.
 
 Plain Python with no imports from the project, so the reference run (``reference_send.py``, in its
 own virtual environment with ``edx-ace`` from PyPI) renders exactly the same email.
@@ -12,6 +17,11 @@ BENCH_DIR = Path(__file__).resolve().parent
 TEMPLATES_DIR = BENCH_DIR / "templates"
 APP_LABEL = "bench"
 MESSAGE_NAME = "benchmail"
+#: Email name -> (message name, code path of its MessageType); ``MESSAGE_NAME`` is ``typical``.
+EMAILS = {
+    "typical": (MESSAGE_NAME, "bench.message_types.BenchMail"),
+    "worst": ("benchmail_worst", "bench.message_types.BenchMailWorst"),
+}
 FROM_EMAIL = "Bench Learning <news@bench.example.org>"
 LANGUAGE = "en"
 
@@ -49,5 +59,6 @@ def recipient_context(index: int) -> dict:
     """Per-recipient context (a fresh dict each call), like a resolver provides."""
     return {
         "first_name": f"Learner{index}",
+        "username": f"learner{index}",
         "unsubscribe_url": f"https://learning.bench.example.org/unsubscribe/{index:08d}/signed-token-abcdef",
     }
