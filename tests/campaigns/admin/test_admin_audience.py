@@ -90,3 +90,27 @@ def test_sources_changelist(admin_client):
     f.RecipientSourceFactory(name="Everyone")
     response = admin_client.get(reverse("admin:campaigns_recipientsource_changelist"))
     assert response.status_code == 200 and "Everyone" in response.content.decode()
+
+
+IMPORT_URL = reverse("admin:campaigns_recipientlistentry_import")
+EXPORT_URL = reverse("admin:campaigns_recipientlistentry_export")
+
+
+@pytest.mark.parametrize("who", ["auditor", "approver", "bare_staff"])
+def test_only_who_may_add_or_view_entries_imports_or_exports_them(client, request, who):
+    """import-export allows both to every staff user unless told otherwise: an auditor could
+    export every address, or import into any list."""
+    rlist = f.RecipientListFactory()
+    f.RecipientListEntryFactory(recipient_list=rlist)
+    client.force_login(request.getfixturevalue(who))
+    assert client.get(IMPORT_URL).status_code == 403
+    upload = {"recipient_list": rlist.pk, "resource": "0", "format": "0"}
+    assert client.post(IMPORT_URL, upload).status_code == 403
+    assert client.get(EXPORT_URL).status_code == 403
+    assert client.post(EXPORT_URL, {"format": "0", "resource": "0"}).status_code == 403
+
+
+def test_operators_import_and_export_entries(client, operator):
+    client.force_login(operator)
+    assert client.get(IMPORT_URL).status_code == 200
+    assert client.get(EXPORT_URL).status_code == 200
