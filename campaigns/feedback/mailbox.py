@@ -122,8 +122,13 @@ def _record(raw: bytes, box: MailboxURL, result: PollResult) -> None:
 # IMAP -----------------------------------------------------------------------------------------
 
 
+def tls_context() -> ssl.SSLContext:
+    """Certificates verified against the system's CAs, host name checked."""
+    return ssl.create_default_context()
+
+
 def _imap_connect(box: MailboxURL) -> imaplib.IMAP4:
-    context = ssl.create_default_context()
+    context = tls_context()
     if box.scheme == "imaps":
         return imaplib.IMAP4_SSL(box.host, box.port, ssl_context=context, timeout=TIMEOUT)
     client = imaplib.IMAP4(box.host, box.port, timeout=TIMEOUT)
@@ -182,9 +187,7 @@ def _poll_imap(box: MailboxURL, limit: int, result: PollResult) -> None:
 
 def _poll_pop3(box: MailboxURL, limit: int, result: PollResult) -> None:
     if box.scheme == "pop3s":
-        client = poplib.POP3_SSL(
-            box.host, box.port, context=ssl.create_default_context(), timeout=TIMEOUT
-        )
+        client = poplib.POP3_SSL(box.host, box.port, context=tls_context(), timeout=TIMEOUT)
     else:
         client = poplib.POP3(box.host, box.port, timeout=TIMEOUT)
     try:

@@ -58,6 +58,11 @@ class ImapServer:
     user: str
     password: str
     folder: Path
+    tls_port: int = 0
+
+    @property
+    def cafile(self) -> str:
+        return str(self.folder / "cert.pem")
 
     @property
     def url(self) -> str:
@@ -101,7 +106,47 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _dovecot_config(folder: Path, port: int) -> str:
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 (IP SAN) and its key, made here (nothing downloaded)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def _dovecot_config(folder: Path, port: int, tls_port: int = 0) -> str:
     if os.geteuid() == 0:
         # Dovecot drops privileges to its own users; mail belongs to "nobody".
         uid, gid, users = 65534, 65534, ""
@@ -109,13 +154,18 @@ def _dovecot_config(folder: Path, port: int) -> str:
         me = pwd.getpwuid(os.geteuid()).pw_name
         uid, gid = os.geteuid(), os.getegid()
         users = f"default_internal_user = {me}\ndefault_login_user = {me}\n"
+    tls = (
+        f"ssl = yes\nssl_cert = <{folder}/cert.pem\nssl_key = <{folder}/key.pem"
+        if tls_port
+        else "ssl = no"
+    )
     return f"""
 base_dir = {folder}/run
 state_dir = {folder}/state
 log_path = {folder}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+{tls}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 mail_location = maildir:{folder}/mail/%u
@@ -136,7 +186,8 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {tls_port}
   }}
 }}
 service anvil {{
@@ -149,6 +200,17 @@ service anvil {{
 def imap_server(require_service) -> Iterator[ImapServer]:
     """Dovecot on 127.0.0.1 (a free high port), plaintext login allowed, one user; skipped
     (or failed under REQUIRE_SERVICES=1) without ``dovecot-imapd``."""
+    yield from _dovecot(require_service, tls=False)
+
+
+@pytest.fixture
+def imap_tls_server(require_service) -> Iterator[ImapServer]:
+    """The same with TLS: STARTTLS on the plain port, implicit TLS on ``tls_port``, a
+    self-signed certificate for 127.0.0.1 (``cafile``)."""
+    yield from _dovecot(require_service, tls=True)
+
+
+def _dovecot(require_service, *, tls: bool) -> Iterator[ImapServer]:
     require_service("Dovecot (apt-get install dovecot-imapd)", lambda: _check_dovecot())
     folder = Path(tempfile.mkdtemp(prefix="ace-dovecot-"))
     folder.chmod(0o755)  # dovecot's unprivileged processes read their sockets here
@@ -158,14 +220,16 @@ def imap_server(require_service) -> Iterator[ImapServer]:
     user, password = "bounces", "mailbox-pass"
     (folder / "passwd").write_text(f"{user}:{{PLAIN}}{password}::::::\n")
     (folder / "passwd").chmod(0o644)
-    port = _free_port()
-    (folder / "dovecot.conf").write_text(_dovecot_config(folder, port))
+    port, tls_port = _free_port(), _free_port() if tls else 0
+    if tls:
+        _self_signed(folder)
+    (folder / "dovecot.conf").write_text(_dovecot_config(folder, port, tls_port))
     process = subprocess.Popen(
         [DOVECOT, "-F", "-c", str(folder / "dovecot.conf")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    server = ImapServer("127.0.0.1", port, user, password, folder)
+    server = ImapServer("127.0.0.1", port, user, password, folder, tls_port)
     try:
         deadline = time.monotonic() + 10
         while True:

@@ -4,6 +4,7 @@ flagged (or deleted) and a second poll records nothing new."""
 
 from __future__ import annotations
 
+import ssl
 import uuid
 
 import pytest
@@ -155,3 +156,33 @@ def test_mailbox_urls(url, expected):
 def test_bad_mailbox_urls(url):
     with pytest.raises(mailbox.MailboxError, match="CAMPAIGNS_BOUNCE_IMAP_URL"):
         mailbox.MailboxURL.parse(url)
+
+
+# TLS ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def trust_test_ca(imap_tls_server, monkeypatch):
+    """The poller's TLS context trusts the test server's self-signed certificate (and, like the
+    real one, verifies the host name)."""
+    monkeypatch.setattr(
+        mailbox, "tls_context", lambda: ssl.create_default_context(cafile=imap_tls_server.cafile)
+    )
+
+
+@pytest.mark.usefixtures("trust_test_ca")
+@pytest.mark.parametrize("scheme", ["imaps", "imap+starttls"])
+def test_tls_and_starttls(imap_tls_server, deliveries, scheme):
+    imap_tls_server.deliver(*_mail(deliveries))
+    port = imap_tls_server.tls_port if scheme == "imaps" else imap_tls_server.port
+    url = f"{scheme}://bounces:mailbox-pass@127.0.0.1:{port}/INBOX"
+    result = mailbox.mailbox_poll(url)
+    assert (result.read, result.events, result.unparsed) == (4, 3, 1)
+
+
+def test_an_untrusted_certificate_is_refused(imap_tls_server, deliveries):
+    imap_tls_server.deliver(*_mail(deliveries))
+    url = f"imaps://bounces:mailbox-pass@127.0.0.1:{imap_tls_server.tls_port}/INBOX"
+    with pytest.raises(mailbox.MailboxError, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
+        mailbox.mailbox_poll(url)
+    assert not DeliveryEvent.objects.exists()
