@@ -24,6 +24,7 @@ from tests.campaigns.plugin_caches import reset_plugin_caches
 
 WEBHOOK_USER, WEBHOOK_PASSWORD = "esp", "s3cret-webhook"
 DOVECOT = os.environ.get("DOVECOT_PATH", "/usr/sbin/dovecot")
+POP3 = "/usr/lib/dovecot/pop3"
 
 
 @pytest.fixture
@@ -59,6 +60,7 @@ class ImapServer:
     password: str
     folder: Path
     tls_port: int = 0
+    pop3_port: int = 0  # 0: no dovecot-pop3d
 
     @property
     def cafile(self) -> str:
@@ -146,7 +148,7 @@ def _self_signed(folder: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def _dovecot_config(folder: Path, port: int, tls_port: int = 0) -> str:
+def _dovecot_config(folder: Path, port: int, tls_port: int = 0, pop3_port: int = 0) -> str:
     if os.geteuid() == 0:
         # Dovecot drops privileges to its own users; mail belongs to "nobody".
         uid, gid, users = 65534, 65534, ""
@@ -154,6 +156,7 @@ def _dovecot_config(folder: Path, port: int, tls_port: int = 0) -> str:
         me = pwd.getpwuid(os.geteuid()).pw_name
         uid, gid = os.geteuid(), os.getegid()
         users = f"default_internal_user = {me}\ndefault_login_user = {me}\n"
+    protocols = "imap pop3" if pop3_port else "imap"
     tls = (
         f"ssl = yes\nssl_cert = <{folder}/cert.pem\nssl_key = <{folder}/key.pem"
         if tls_port
@@ -163,7 +166,7 @@ def _dovecot_config(folder: Path, port: int, tls_port: int = 0) -> str:
 base_dir = {folder}/run
 state_dir = {folder}/state
 log_path = {folder}/dovecot.log
-protocols = imap
+protocols = {protocols}
 listen = 127.0.0.1
 {tls}
 disable_plaintext_auth = no
@@ -188,6 +191,16 @@ service imap-login {{
   inet_listener imaps {{
     address = 127.0.0.1
     port = {tls_port}
+  }}
+}}
+service pop3-login {{
+  chroot =
+  inet_listener pop3 {{
+    address = 127.0.0.1
+    port = {pop3_port}
+  }}
+  inet_listener pop3s {{
+    port = 0
   }}
 }}
 service anvil {{
@@ -221,15 +234,16 @@ def _dovecot(require_service, *, tls: bool) -> Iterator[ImapServer]:
     (folder / "passwd").write_text(f"{user}:{{PLAIN}}{password}::::::\n")
     (folder / "passwd").chmod(0o644)
     port, tls_port = _free_port(), _free_port() if tls else 0
+    pop3_port = _free_port() if Path(POP3).exists() else 0  # with dovecot-pop3d
     if tls:
         _self_signed(folder)
-    (folder / "dovecot.conf").write_text(_dovecot_config(folder, port, tls_port))
+    (folder / "dovecot.conf").write_text(_dovecot_config(folder, port, tls_port, pop3_port))
     process = subprocess.Popen(
         [DOVECOT, "-F", "-c", str(folder / "dovecot.conf")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    server = ImapServer("127.0.0.1", port, user, password, folder, tls_port)
+    server = ImapServer("127.0.0.1", port, user, password, folder, tls_port, pop3_port)
     try:
         deadline = time.monotonic() + 10
         while True:

@@ -158,6 +158,18 @@ def test_bad_mailbox_urls(url):
         mailbox.MailboxURL.parse(url)
 
 
+def test_pop3_records_then_deletes(imap_server, deliveries, require_service):
+    require_service("dovecot-pop3d", lambda: imap_server.pop3_port or 1 / 0)
+    imap_server.deliver(*_mail(deliveries))
+    url = f"pop3://bounces:mailbox-pass@127.0.0.1:{imap_server.pop3_port}"
+    result = mailbox.mailbox_poll(url, limit=3)
+    assert (result.read, result.events, result.unparsed) == (3, 3, 0)
+    assert len(imap_server.flags()) == 1  # the three read are deleted, one is left
+    assert mailbox.mailbox_poll(url).as_dict()["unparsed"] == 1
+    assert imap_server.flags() == []
+    assert DeliveryEvent.objects.count() == 3
+
+
 # TLS ------------------------------------------------------------------------------------------
 
 
