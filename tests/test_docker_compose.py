@@ -193,3 +193,17 @@ def test_dockerfile_installs_like_the_readme_and_collects_static() -> None:
     assert "manage.py collectstatic --noinput" in text
     assert dockerfile_env()["DJANGO_SETTINGS_MODULE"] == "config.settings.production"
     assert re.search(r"^USER app$", text, re.M)  # not root
+
+
+def test_web_and_worker_share_the_var_dir(services: dict) -> None:
+    """Big recipient-list imports are uploaded by web and read by the worker from VAR_DIR."""
+    var_dir = dockerfile_env()["VAR_DIR"]
+    mounts = {
+        name: {
+            str(volume).split(":")[0]
+            for volume in services[name].get("volumes", [])
+            if str(volume).endswith(f":{var_dir}")
+        }
+        for name in ("web", "worker")
+    }
+    assert mounts["web"] and mounts["web"] == mounts["worker"], mounts
