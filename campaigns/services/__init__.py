@@ -13,7 +13,11 @@ from typing import Any
 #: Public service -> the module that defines it.
 _WHERE = {
     "batch_deliver": "batches",
+    "campaign_withdraw_outdated_approval": "approvals",
+    "content_edited": "approvals",
+    "campaign_approval_current": "campaigns",
     "campaign_approve": "campaigns",
+    "campaign_content_digest": "campaigns",
     "campaign_create": "campaigns",
     "campaign_readiness_problems": "campaigns",
     "campaign_return_to_draft": "campaigns",

@@ -25,7 +25,8 @@ from campaigns.messages import campaign_expires_at
 from campaigns.models import Campaign, CampaignRun, Delivery, RunBatch
 from campaigns.resolvers import resolver_for_source
 from campaigns.services import enqueue
-from campaigns.services.campaigns import campaign_transition
+from campaigns.services.approvals import campaign_withdraw_outdated_approval
+from campaigns.services.campaigns import campaign_approval_current, campaign_transition
 from campaigns.services.schedules import RECURRING, schedule_due_at
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,10 @@ RunStatus = CampaignRun.Status
 
 RUN_REFUSED = "Campaign {name!r} is {status}; runs start only for scheduled or running campaigns."
 RESOLVER_FAILED = "The audience cannot be resolved: {error}"
+RUN_NOT_APPROVED = (
+    "Campaign {name!r} changed since it was approved (its content digest no longer matches);"
+    " no run starts until it is approved again."
+)
 
 
 def run_start(*, campaign_id: int, due_at: dt.datetime | None = None) -> CampaignRun | None:
@@ -59,6 +64,12 @@ def run_start(*, campaign_id: int, due_at: dt.datetime | None = None) -> Campaig
         if run is None:
             if campaign.status not in (Campaign.Status.SCHEDULED, Campaign.Status.RUNNING):
                 log.info(RUN_REFUSED.format(name=campaign.name, status=campaign.status))
+                return None
+            if not campaign_approval_current(campaign=campaign):
+                # Changed behind the approval (a template, the audience): nothing is sent, and
+                # a scheduled campaign goes back to draft so beat stops firing it.
+                log.warning(RUN_NOT_APPROVED.format(name=campaign.name))
+                campaign_withdraw_outdated_approval(campaign=campaign)
                 return None
             now = timezone.now()
             run = CampaignRun.objects.create(

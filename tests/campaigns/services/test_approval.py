@@ -317,11 +317,6 @@ def test_a_run_starts_while_the_approval_covers_the_content(campaign, approver, 
     assert run_start(campaign_id=campaign.pk, due_at=timezone.now().replace(microsecond=0))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="run_start does not call campaign_approval_current yet (its owner adds the check);"
-    " drop this marker then",
-)
 def test_a_run_does_not_start_when_the_content_changed_after_approval(campaign, approver, enqueued):
     from campaigns.models import CampaignRun
     from campaigns.services.runs import run_start
@@ -332,3 +327,19 @@ def test_a_run_does_not_start_when_the_content_changed_after_approval(campaign, 
     )
     assert run_start(campaign_id=campaign.pk, due_at=timezone.now().replace(microsecond=0)) is None
     assert not CampaignRun.objects.filter(campaign=campaign).exists()
+
+
+def test_a_scheduled_campaign_changed_behind_its_approval_goes_back_to_draft_at_run_start(
+    campaign, approver, enqueued
+):
+    from campaigns.models import Campaign
+    from campaigns.services.runs import run_start
+
+    campaign = _scheduled(campaign, approver)
+    TemplatePart.objects.filter(message_type=campaign.message_type, filename="subject.txt").update(
+        content="Tampered"
+    )
+    assert run_start(campaign_id=campaign.pk, due_at=timezone.now().replace(microsecond=0)) is None
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.DRAFT
+    assert campaign.periodic_task is None
