@@ -23,6 +23,10 @@ DEFAULTS: dict[str, Any] = {
     "CAMPAIGNS_RATE_LIMIT_BURST_SECONDS": 1.0,
     "CAMPAIGNS_RATE_LIMIT_REDIS_URL": "",
     "CAMPAIGNS_TEMPLATE_CACHE_TTL": 5.0,
+    "CAMPAIGNS_TEMPLATE_MAX_OUTPUT_BYTES": 1_000_000,
+    "CAMPAIGNS_TEMPLATE_MAX_RENDER_SECONDS": 2.0,
+    "CAMPAIGNS_TEMPLATE_MAX_INCLUDE_DEPTH": 5,
+    "CAMPAIGNS_TEMPLATE_MAX_FILTER_WIDTH": 1000,
     "CAMPAIGNS_UNSUBSCRIBE_MAX_AGE_DAYS": None,
     "CAMPAIGNS_IMPORT_MAX_BYTES": 20 * 1024 * 1024,
     "CAMPAIGNS_IMPORT_MAX_ROWS": 100_000,
@@ -100,6 +104,27 @@ def rate_limit_redis_url() -> str:
 def template_cache_ttl() -> float:
     """Seconds between two checks of the database template loader for edits."""
     return float(setting("CAMPAIGNS_TEMPLATE_CACHE_TTL"))
+
+
+def template_max_output_bytes() -> int:
+    """The most one part of a template edited in the admin may render to (UTF-8 bytes)."""
+    return max(1, int(setting("CAMPAIGNS_TEMPLATE_MAX_OUTPUT_BYTES")))
+
+
+def template_max_render_seconds() -> float:
+    """How long rendering one part of a template edited in the admin may take."""
+    return max(0.001, float(setting("CAMPAIGNS_TEMPLATE_MAX_RENDER_SECONDS")))
+
+
+def template_max_include_depth() -> int:
+    """How deep ``{% include %}`` / ``{% extends %}`` of admin-edited templates may nest."""
+    return max(0, int(setting("CAMPAIGNS_TEMPLATE_MAX_INCLUDE_DEPTH")))
+
+
+def template_max_filter_width() -> int:
+    """The largest width/count argument of ``ljust``, ``center``, ``rjust``, ``wordwrap``,
+    ``floatformat`` and ``stringformat`` in admin-edited templates."""
+    return max(1, int(setting("CAMPAIGNS_TEMPLATE_MAX_FILTER_WIDTH")))
 
 
 def unsubscribe_max_age() -> dt.timedelta | None:

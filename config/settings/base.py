@@ -336,6 +336,13 @@ CAMPAIGNS_RATE_LIMIT_REDIS_URL = env.str(
     "CAMPAIGNS_RATE_LIMIT_REDIS_URL",
     default=env.str("REDIS_URL", default=CELERY_BROKER_URL if _broker_is_redis else ""),
 )
+# Limits of templates edited in the admin (per part rendered; defaults in campaigns/conf.py)
+CAMPAIGNS_TEMPLATE_MAX_OUTPUT_BYTES = env.int("CAMPAIGNS_TEMPLATE_MAX_OUTPUT_BYTES", default=None)
+CAMPAIGNS_TEMPLATE_MAX_RENDER_SECONDS = env.float(
+    "CAMPAIGNS_TEMPLATE_MAX_RENDER_SECONDS", default=None
+)
+CAMPAIGNS_TEMPLATE_MAX_INCLUDE_DEPTH = env.int("CAMPAIGNS_TEMPLATE_MAX_INCLUDE_DEPTH", default=None)
+CAMPAIGNS_TEMPLATE_MAX_FILTER_WIDTH = env.int("CAMPAIGNS_TEMPLATE_MAX_FILTER_WIDTH", default=None)
 
 # Recipient list imports (README "Configuration"; defaults in campaigns/conf.py)
 # ------------------------------------------------------------------------------
