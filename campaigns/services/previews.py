@@ -40,6 +40,7 @@ from campaigns.messages import (
 )
 from campaigns.models import Campaign, MessageTypeDefinition
 from campaigns.resolvers import ResolvedRecipient
+from campaigns.sandbox import TemplateLimitError
 from campaigns.templating import _iter_expressions, _variable_names, iter_nodes, node_variables
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,9 @@ def _track(value: Any, path: str, missing: set[str]) -> Any:
 
 class TrackedDict(dict):
     """A dict that records keys a template asked for and it lacks."""
+
+    #: Its read-only methods a sandboxed template may call, as it may on a plain dict.
+    template_safe_methods = frozenset({"items", "keys", "values"})
 
     def __init__(self, data: dict, path: str, missing: set[str]):
         super().__init__(data)
@@ -233,6 +237,9 @@ def _render_channel(channel_value: str, message: Message) -> ChannelPreview:
         context = TrackingContext({"message": message, "channel": channel, **message.context})
         try:
             result.fields[field] = template.render(context)
+        except TemplateLimitError as exc:  # too big, slow or deep: the other parts can wait
+            result.error = f"{field}: {exc}"
+            break
         except Exception as exc:  # a template tag or filter may raise anything while rendering
             result.error = f"{field}: {type(exc).__name__}: {exc}"
         missing |= context.missing
