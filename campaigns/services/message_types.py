@@ -9,14 +9,16 @@ from typing import Any
 import attrs
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.template import TemplateSyntaxError, engines
+from django.template import Template, TemplateDoesNotExist, TemplateSyntaxError, engines
+from django.template.engine import Engine
 from django.utils.module_loading import import_string
 
 from ace import MessageType
+from campaigns import conf
 from campaigns.exceptions import CampaignError
 from campaigns.message_types import registered_message_types
 from campaigns.models import ChannelChoice, MessageTypeDefinition, TemplatePart
-from campaigns.templating import compile_template
+from campaigns.templating import compile_template, included_paths, node_error
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,11 @@ ERROR_MISSING_REQUIRED = (
     " recipient's language has no translation)."
 )
 ERROR_DUPLICATE_PART = "There are two %(channel)s “%(file)s” parts for %(language)s."
+ERROR_INCLUDES_ITSELF = "This template would include itself: %(chain)s → itself."
+ERROR_INCLUDES_TOO_DEEP = (
+    "Includes/extends nest more than %(limit)s deep (CAMPAIGNS_TEMPLATE_MAX_INCLUDE_DEPTH):"
+    " %(chain)s."
+)
 ERROR_SINGLE_LINE = "%(file)s must be a single line (it becomes an email header or a title)."
 ERROR_CODE_READ_ONLY = (
     "%(type)s is defined in code (%(path)s); its templates are files and can't be edited here."
@@ -55,20 +62,53 @@ def _channel_label(channel: str) -> str:
     return str(ChannelChoice(channel).label) if channel in ChannelChoice.values else channel
 
 
-def template_source_validate(*, content: str, filename: str = "") -> None:
+def template_part_path(*, app_label: str, name: str, channel: str, filename: str) -> str:
+    """The ACE template path a part is served at (``campaigns.template_loader``)."""
+    return f"{app_label}/edx_ace/{name}/{channel}/{filename}"
+
+
+def template_source_validate(*, content: str, filename: str = "", path: str = "") -> None:
     """Compile ``content`` as an operator template; raise ValidationError with the reason.
 
     Compiling applies the sandbox rules (campaigns.templating): allowed tag libraries only, no
-    ``{% debug %}``, includes/extends of ACE paths only, no request/settings variables.
+    ``{% debug %}`` or ``{% lorem %}``, includes/extends of ACE paths only, no request/settings
+    variables, literal width/count arguments of ``ljust``, ``center``... within the limit.
+    Includes/extends are followed through the templates they name (as they are now): a template
+    that includes ``path`` (its own, see :func:`template_part_path`) or nests deeper than
+    ``CAMPAIGNS_TEMPLATE_MAX_INCLUDE_DEPTH`` is refused.
     """
+    engine = engines["django"].engine
     try:
-        compile_template(content, engine=engines["django"].engine)
+        template = compile_template(content, engine=engine)
+        _includes_check(template, path=path, engine=engine)
     except TemplateSyntaxError as exc:
         raise ValidationError(str(exc), code="template_syntax")
     if filename in SINGLE_LINE_FILES and ("\n" in content.strip() or "\r" in content.strip()):
         raise ValidationError(
             ERROR_SINGLE_LINE, code="single_line", params={"file": _label(filename)}
         )
+
+
+def _includes_check(template: Template, *, path: str, engine: Engine) -> None:
+    """Follow includes/extends (errors name the line of the saved template's own tag)."""
+    limit = conf.template_max_include_depth()
+
+    def walk(nodelist: Any, chain: tuple[str, ...], tag: Any) -> None:
+        for node, included in included_paths(nodelist):
+            if path and included == path:
+                error = ERROR_INCLUDES_ITSELF % {"chain": " → ".join(chain)}
+                raise node_error(tag or node, error)
+            if len(chain) > limit:
+                shown = " → ".join((*chain, included))
+                error = ERROR_INCLUDES_TOO_DEEP % {"limit": limit, "chain": shown}
+                raise node_error(tag or node, error)
+            try:
+                child = engine.get_template(included)
+            except (TemplateDoesNotExist, TemplateSyntaxError):
+                continue  # reported when that template is saved or rendered
+            walk(child.nodelist, (*chain, included), tag or node)
+
+    walk(template.nodelist, (path or "this template",), None)
 
 
 def template_parts_validate(*, channel: str, parts: Iterable[tuple[str, str]]) -> None:

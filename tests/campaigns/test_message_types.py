@@ -186,3 +186,83 @@ def test_template_part_constraint_language_normalised_by_form():
     assert not bad.is_valid()
     assert "filename" in bad.errors
     assert TemplatePart.objects.count() == 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Limits refused when a template is saved (V4)
+# ----------------------------------------------------------------------------------------------
+
+OWN_PATH = svc.template_part_path(
+    app_label="campaigns", name="promo", channel="email", filename="body.html"
+)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ('{{ "x"|ljust:"300000000" }}', "|ljust:300000000 is over the limit of 1000"),
+        ("ok\n{{ name|center:'5000' }}", "Line 2: |center:5000 is over the limit of 1000"),
+        ('{{ price|floatformat:"100000" }}', "|floatformat:100000 is over the limit"),
+        ('{{ n|stringformat:"99999s" }}', "|stringformat:99999s is over the limit"),
+        ("{% lorem 100000000 w %}", "The {% lorem %} tag is not allowed"),
+        ("{% if a %}" * 60 + "{% endif %}" * 60, "Tags are nested more than 50 deep"),
+    ],
+)
+def test_amplifying_arguments_refused_with_clear_message(source, expected):
+    assert expected in _error(source)
+
+
+def test_width_within_the_limit_passes(settings):
+    svc.template_source_validate(content='{{ name|ljust:"40" }}{{ p|floatformat:2 }}')
+    settings.CAMPAIGNS_TEMPLATE_MAX_FILTER_WIDTH = 20
+    assert "over the limit of 20" in _error('{{ name|ljust:"40" }}')
+
+
+def _path_error(content, path=OWN_PATH):
+    with pytest.raises(ValidationError) as info:
+        svc.template_source_validate(content=content, filename="body.html", path=path)
+    return " ".join(info.value.messages)
+
+
+@pytest.mark.parametrize("tag", ["include", "extends"])
+def test_a_template_including_itself_is_refused_at_save(tag):
+    message = _path_error(f"{{% {tag} '{OWN_PATH}' %}}")
+    assert "Line 1" in message and "would include itself" in message
+
+
+def test_a_template_including_itself_through_another_is_refused_at_save():
+    footer = MessageTypeDefinitionFactory(name="footer")
+    TemplatePartFactory(
+        message_type=footer,
+        channel="email",
+        filename="body.html",
+        content=f"{{% include '{OWN_PATH}' %}}",
+    )
+    footer_path = svc.template_part_path(
+        app_label="campaigns", name="footer", channel="email", filename="body.html"
+    )
+    message = _path_error(f"Hi\n{{% include '{footer_path}' %}}")
+    assert "Line 2" in message and f"{OWN_PATH} → {footer_path} → itself" in message
+    # Without the template's own path (older callers), the same source still compiles.
+    svc.template_source_validate(content=f"{{% include '{footer_path}' %}}", filename="body.html")
+
+
+def test_includes_nesting_deeper_than_the_render_limit_are_refused_at_save(settings):
+    settings.CAMPAIGNS_TEMPLATE_MAX_INCLUDE_DEPTH = 2
+    paths = [
+        svc.template_part_path(
+            app_label="campaigns", name=f"l{i}", channel="email", filename="body.html"
+        )
+        for i in range(3)
+    ]
+    for i in range(3):
+        TemplatePartFactory(
+            message_type=MessageTypeDefinitionFactory(name=f"l{i}"),
+            channel="email",
+            filename="body.html",
+            content="end" if i == 2 else f"{{% include '{paths[i + 1]}' %}}",
+        )
+    message = _path_error(f"x\n{{% include '{paths[0]}' %}}")
+    assert "Line 2" in message and "nest more than 2 deep" in message and paths[2] in message
+    settings.CAMPAIGNS_TEMPLATE_MAX_INCLUDE_DEPTH = 3
+    svc.template_source_validate(content=f"{{% include '{paths[0]}' %}}", path=OWN_PATH)
