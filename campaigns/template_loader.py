@@ -27,6 +27,8 @@ Caching (why it is safe for batches and for several processes):
   thousands of messages per TTL with no template query.
 * Bulk ``QuerySet.update()`` bypasses both the signal and ``auto_now``; use ``save()`` (the admin
   and the services do).
+* A compiled part remembers for a minute that it hit the render time limit (it then fails at
+  once, see ``campaigns.sandbox``); an edit compiles a new one, which starts afresh.
 """
 
 from __future__ import annotations

@@ -177,3 +177,101 @@ def test_ace_renders_database_parts_without_queries_per_message(email_type):
     assert ctx.captured_queries == []
     assert rendered[41].subject == "H for N42"
     assert "<b>N42</b>" in rendered[41].body_html
+
+
+# ----------------------------------------------------------------------------------------------
+# The sandbox holds for parts served by the loader, on every render path (V3, V4)
+# ----------------------------------------------------------------------------------------------
+
+
+def _message(i=1, **context):
+    from ace.message import Message
+    from ace.recipient import Recipient
+
+    return Message(
+        app_label="campaigns",
+        name="newsletter",
+        recipient=Recipient(lms_user_id=i, email_address=f"u{i}@example.org"),
+        language="en",
+        context={"first_name": f"N{i}", "headline": "H", **context},
+        options={"headers": {"List-Unsubscribe": f"<https://x.example/u/{i}>"}},
+    )
+
+
+@pytest.mark.usefixtures("camp_admin_env")
+def test_ace_renders_database_parts_without_calling_message_methods(email_type):
+    """{{ message.options.popitem }} removed List-Unsubscribe; .clear made the batch raise."""
+    from ace import presentation
+    from ace.channel import ChannelType, get_channel_for_message
+
+    TemplatePart.objects.filter(message_type=email_type, filename="subject.txt").update(
+        content="{{ message.options.popitem }}{{ message.options.clear }}{{ items.pop }}S"
+    )
+    _db_loader().reset()
+    items = ["a", "b"]
+    message = _message(items=items)
+    channel = get_channel_for_message(ChannelType.EMAIL, message)
+    assert presentation.render(channel, message).subject == "S"
+    assert message.options == {"headers": {"List-Unsubscribe": "<https://x.example/u/1>"}}
+    assert items == ["a", "b"]
+
+
+def test_a_part_including_itself_fails_with_a_clear_error_not_recursion(mt):
+    """A template including itself raised RecursionError (HTTP 500 on test send)."""
+    from campaigns.sandbox import TemplateLimitError
+
+    TemplatePartFactory(
+        message_type=mt, content="x{% include 'campaigns/edx_ace/welcome/email/subject.txt' %}"
+    )
+    with pytest.raises(TemplateLimitError, match="nest more than 5 deep"):
+        render(PATH.format(name="welcome"))
+
+
+def test_include_depth_is_the_setting(mt, settings):
+    from campaigns.sandbox import TemplateLimitError
+
+    for depth in range(4):
+        TemplatePartFactory(
+            message_type=MessageTypeDefinitionFactory(name=f"level{depth}"),
+            content=f"{depth}{{% include '{PATH.format(name=f'level{depth + 1}')}' %}}",
+        )
+    TemplatePartFactory(message_type=MessageTypeDefinitionFactory(name="level4"), content="4")
+    assert render(PATH.format(name="level0")) == "01234"  # four nested includes
+    settings.CAMPAIGNS_TEMPLATE_MAX_INCLUDE_DEPTH = 3
+    with pytest.raises(TemplateLimitError, match="nest more than 3 deep"):
+        render(PATH.format(name="level0"))
+
+
+def test_a_file_template_extending_a_database_part_gets_the_sandbox(mt):
+    """The parent of an {% extends %} is rendered without Template.render: still sandboxed."""
+    from django.template import Context, Template
+
+    TemplatePartFactory(message_type=mt, content="[{{ items.pop }}{{ items|length }}]")
+    items = [1, 2, 3]
+    child = Template(
+        "{% extends 'campaigns/edx_ace/welcome/email/subject.txt' %}",
+        engine=engines["django"].engine,
+    )
+    with translation.override("en"):
+        assert child.render(Context({"items": items})) == "[3]"
+    assert items == [1, 2, 3]
+
+
+@pytest.mark.usefixtures("camp_admin_env")
+def test_a_limit_fails_only_the_message_that_hit_it_in_a_batch(email_type):
+    """The batch path (BatchSender.prepare) turns the limit into a FAILED outcome with the
+    reason; the other messages of the batch go on."""
+    from ace.batch import BatchSender
+    from ace.outcome import OutcomeStatus
+
+    TemplatePart.objects.filter(message_type=email_type, filename="subject.txt").update(
+        content="{{ headline|ljust:width }}"
+    )
+    _db_loader().reset()
+    messages = [_message(1, width="3"), _message(2, width="300000000"), _message(3, width="2")]
+    with BatchSender() as sender:
+        prepared, decided = sender.prepare(messages)
+    assert [p.rendered.subject for p in prepared] == ["H  ", "H "]
+    (failed,) = decided
+    assert failed.message is messages[1] and failed.status == OutcomeStatus.FAILED
+    assert "ljust:300000000 is over the limit of 1000" in failed.reason
