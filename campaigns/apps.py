@@ -14,6 +14,7 @@ class CampaignsConfig(AppConfig):
             tasks,  # noqa: F401  (registers the tasks services enqueue by name)
             template_loader,
         )
+        from campaigns.feedback import webhooks  # noqa: F401  (anymail's signal receivers)
         from campaigns.services import message_types
 
         # Operator edits reach the database template loader's cache (see template_loader).

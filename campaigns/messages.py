@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from campaigns.resolvers import ResolvedRecipient
 
 
+#: The email header carrying a delivery's message uuid (read by ``campaigns.feedback``).
+DELIVERY_HEADER = "X-ACE-Message-UUID"
+
+
 class Option:
     """The ``message.options`` keys campaigns sets (ACE's own, such as ``headers``, too)."""
 
@@ -85,6 +89,8 @@ class CampaignMessageBuilder:
         )
         if message_uuid is not None:
             message.uuid = message_uuid
+            # Names the delivery, so ESP events and bounces find their log row.
+            headers[DELIVERY_HEADER] = str(message_uuid)
         options = message.options
         message.options = {
             **options,

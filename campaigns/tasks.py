@@ -12,6 +12,7 @@ from typing import Any
 
 from celery import shared_task
 from celery.utils.log import get_task_logger
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.utils.dateparse import parse_datetime
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -29,10 +30,20 @@ logger = get_task_logger(__name__)
 #: for a moment. Anything else is a bug and should fail loudly.
 KNOWN_RETRY_ERRORS = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
 BAD_DUE_AT = "start_run: due_at {value!r} is not an ISO 8601 date and time"
+#: Soft and hard time limits of each task (seconds; config/settings/base.py): SoftTimeLimitExceeded
+#: is raised in the task at the first, the worker process is killed at the second. A
+#: deliver_batch of CAMPAIGNS_BATCH_SIZE (500) recipients takes seconds; a template edited in
+#: the admin fails its message after CAMPAIGNS_TEMPLATE_MAX_RENDER_SECONDS and then fails the
+#: batch's other messages at once (campaigns.sandbox), so a bad template can't use the limit up.
+TIME_LIMITS = {
+    "soft_time_limit": getattr(settings, "CELERY_TASK_SOFT_TIME_LIMIT", 300),
+    "time_limit": getattr(settings, "CELERY_TASK_TIME_LIMIT", 360),
+}
 
 
 @shared_task(
     name="campaigns.tasks.start_run",
+    **TIME_LIMITS,
     autoretry_for=KNOWN_RETRY_ERRORS,
     retry_backoff=True,
     max_retries=5,
@@ -53,6 +64,7 @@ def start_run(campaign_id: int, due_at: str | None = None) -> int | None:
 
 @shared_task(
     name="campaigns.tasks.deliver_batch",
+    **TIME_LIMITS,
     autoretry_for=KNOWN_RETRY_ERRORS,
     retry_backoff=True,
     max_retries=5,
@@ -72,7 +84,7 @@ def deliver_batch(
     return batch_deliver(run=run, recipient_ids=recipient_ids, batch_id=batch_id).as_dict()
 
 
-@shared_task(name="campaigns.tasks.recover_stalled_runs")
+@shared_task(name="campaigns.tasks.recover_stalled_runs", **TIME_LIMITS)
 def recover_stalled_runs() -> dict[str, int]:
     """Beat task (``setup_periodic_tasks``): re-enqueue the work of runs that stopped moving."""
     return {str(run_id): count for run_id, count in runs_recover_stalled().items()}
@@ -80,6 +92,7 @@ def recover_stalled_runs() -> dict[str, int]:
 
 @shared_task(
     name="campaigns.tasks.record_outcomes",
+    **TIME_LIMITS,
     autoretry_for=KNOWN_RETRY_ERRORS,
     retry_backoff=5,
     retry_backoff_max=300,
@@ -101,9 +114,6 @@ def record_outcomes(
 
 
 # Delivery feedback (campaigns/feedback) --------------------------------------------------------
-# Imported here, which CampaignsConfig.ready() imports in every process (web, worker, beat), so
-# that anymail's pre_send/post_send/tracking receivers are connected wherever mail is sent.
-from campaigns.feedback import webhooks as _feedback_webhooks  # noqa: E402, F401
 from campaigns.feedback.mailbox import mailbox_poll  # noqa: E402
 
 

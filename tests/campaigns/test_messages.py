@@ -7,8 +7,13 @@ from django.core import mail
 from django.test import Client
 from django.utils import timezone
 
-from campaigns.messages import TEST_SUBJECT_PREFIX, Option, campaign_message_builder
-from campaigns.models import OptOut
+from campaigns.messages import (
+    DELIVERY_HEADER,
+    TEST_SUBJECT_PREFIX,
+    Option,
+    campaign_message_builder,
+)
+from campaigns.models import Delivery, OptOut
 from campaigns.services import batches
 from campaigns.services.previews import (
     campaign_preview,
@@ -37,7 +42,9 @@ def _shape(message) -> dict:
     fields["context"] = {**message.context, "unsubscribe_url": what}
     options = {k: v for k, v in message.options.items() if k != Option.RUN_ID}
     assert options[Option.HEADERS]["List-Unsubscribe"] == f"<{link}>"
-    options[Option.HEADERS] = {**options[Option.HEADERS], "List-Unsubscribe": what}
+    headers = {**options[Option.HEADERS], "List-Unsubscribe": what}
+    headers.pop(DELIVERY_HEADER, None)  # names the run's delivery row: none in a preview
+    options[Option.HEADERS] = headers
     fields["options"] = options
     return fields
 
@@ -69,6 +76,10 @@ def test_preview_and_dispatch_build_the_same_message_for_a_recipient(
     assert dispatched.options[Option.HEADERS]["List-Unsubscribe"] == f"<{link}>"
     assert dispatched.options[Option.RUN_ID] == campaign.runs.get().pk
     assert Option.RUN_ID not in previewed.options
+    # The sent email names its delivery row, so ESP events and bounces find it.
+    row = Delivery.objects.get(email=address(0))
+    assert dispatched.options[Option.HEADERS][DELIVERY_HEADER] == str(row.message_uuid)
+    assert DELIVERY_HEADER not in previewed.options[Option.HEADERS]
 
 
 def test_each_built_message_has_its_own_context_and_options(db):

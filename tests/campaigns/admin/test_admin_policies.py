@@ -19,6 +19,7 @@ def test_toggle_policy_field_lists_installed_plugins(admin_client):
         "campaigns_expiry",
         "campaigns_frequency_cap",
         "campaigns_quiet_hours",
+        "campaigns_suppression",
     }
 
 
