@@ -310,6 +310,13 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# Every task's time limits (seconds): at the soft one Celery raises SoftTimeLimitExceeded in the
+# task, at the hard one it kills the worker process. A deliver_batch of 500 recipients takes a
+# few seconds; a part of a template edited in the admin fails its message after
+# CAMPAIGNS_TEMPLATE_MAX_RENDER_SECONDS at most (campaigns/sandbox.py).
+# https://docs.celeryq.dev/en/stable/userguide/workers.html#time-limits
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=300)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=360)
 # https://django-celery-beat.readthedocs.io/en/latest/#usage
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 

@@ -373,3 +373,15 @@ def test_limits_have_defaults_and_follow_the_settings(settings):
     with pytest.raises(TemplateLimitError, match="over the limit of 3"):
         sandboxed("{{ x|ljust:w }}", {"x": "a", "w": "4"})
 
+
+def test_celery_tasks_have_soft_and_hard_time_limits(settings):
+    from campaigns import tasks
+
+    assert (settings.CELERY_TASK_SOFT_TIME_LIMIT, settings.CELERY_TASK_TIME_LIMIT) == (300, 360)
+    for task in (
+        tasks.start_run,
+        tasks.deliver_batch,
+        tasks.record_outcomes,
+        tasks.recover_stalled_runs,
+    ):
+        assert (task.soft_time_limit, task.time_limit) == (300, 360), task.name
