@@ -249,6 +249,14 @@ def create_campaign(
         status=Campaign.Status.SCHEDULED,
         schedule_kind=Campaign.ScheduleKind.NOW,
     )
+    # Runs start only while an approval covers the content: store what approving would.
+    from django.utils import timezone
+
+    from campaigns.services.campaigns import campaign_content_digest
+
+    campaign.approved_digest = campaign_content_digest(campaign=campaign)
+    campaign.approved_at = timezone.now()
+    campaign.save(update_fields=["approved_digest", "approved_at"])
     return campaign.pk
 
 
