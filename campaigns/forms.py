@@ -29,8 +29,8 @@ from campaigns.services.approvals import ERROR_SENDING, campaigns_sending_with
 from campaigns.services.campaigns import CONTENT_FIELDS, EDITABLE, campaign_validate_context
 from campaigns.services.message_types import (
     CHANNEL_FILES,
+    template_part_content_validate,
     template_parts_validate,
-    template_source_validate,
 )
 from campaigns.services.policies import policy_parameters_clean
 from campaigns.services.recipients import recipient_source_clean
@@ -83,9 +83,7 @@ class JSONObjectField(forms.JSONField):
         return value
 
 
-# ----------------------------------------------------------------------------------------------
-# Message types
-# ----------------------------------------------------------------------------------------------
+# Message types ----------------------------------------------------------------------------------
 
 
 class MessageTypeDefinitionForm(forms.ModelForm):
@@ -153,7 +151,12 @@ class TemplatePartForm(forms.ModelForm):
 
     def clean_content(self) -> str:
         content = self.cleaned_data.get("content") or ""
-        template_source_validate(content=content, filename=self.cleaned_data.get("filename", ""))
+        template_part_content_validate(
+            content=content,
+            filename=self.cleaned_data.get("filename", ""),
+            channel=self.channel_value,
+            message_type=getattr(self.instance, "message_type", None),
+        )
         return content
 
 
@@ -182,9 +185,7 @@ class ChannelPartsFormSet(BaseInlineFormSet):
         template_parts_validate(channel=self.form.channel_value, parts=parts)
 
 
-# ----------------------------------------------------------------------------------------------
-# Campaigns
-# ----------------------------------------------------------------------------------------------
+# Campaigns --------------------------------------------------------------------------------------
 
 
 class CampaignForm(forms.ModelForm):
@@ -324,9 +325,7 @@ def _zone(name: str) -> zoneinfo.ZoneInfo | None:
         return None
 
 
-# ----------------------------------------------------------------------------------------------
-# Preview / test send
-# ----------------------------------------------------------------------------------------------
+# Preview / test send ----------------------------------------------------------------------------
 
 
 class PreviewForm(forms.Form):
@@ -363,9 +362,7 @@ class PreviewForm(forms.Form):
         return user
 
 
-# ----------------------------------------------------------------------------------------------
-# Recipient lists and sources
-# ----------------------------------------------------------------------------------------------
+# Recipient lists and sources --------------------------------------------------------------------
 
 
 class RecipientListImportForm(ImportForm):
@@ -427,9 +424,7 @@ class RecipientSourceForm(forms.ModelForm):
         return data
 
 
-# ----------------------------------------------------------------------------------------------
-# Policy toggles
-# ----------------------------------------------------------------------------------------------
+# Policy toggles ---------------------------------------------------------------------------------
 
 
 def policy_choices() -> list[tuple[str, str]]:

@@ -111,6 +111,26 @@ def _includes_check(template: Template, *, path: str, engine: Engine) -> None:
     walk(template.nodelist, (path or "this template",), None)
 
 
+def template_part_content_validate(
+    *,
+    content: str,
+    filename: str,
+    channel: str,
+    message_type: MessageTypeDefinition | None,
+) -> None:
+    """:func:`template_source_validate` for a part of ``message_type`` under its own template
+    path, so that a template including itself (directly or not) is refused on save."""
+    path = ""
+    if message_type is not None and message_type.name and filename:
+        path = template_part_path(
+            app_label=message_type.app_label,
+            name=message_type.name,
+            channel=channel,
+            filename=filename,
+        )
+    template_source_validate(content=content, filename=filename, path=path)
+
+
 def template_parts_validate(*, channel: str, parts: Iterable[tuple[str, str]]) -> None:
     """Check one channel's parts, given as (filename, language) pairs, as a whole.
 

@@ -266,3 +266,18 @@ def test_includes_nesting_deeper_than_the_render_limit_are_refused_at_save(setti
     assert "Line 2" in message and "nest more than 2 deep" in message and paths[2] in message
     settings.CAMPAIGNS_TEMPLATE_MAX_INCLUDE_DEPTH = 3
     svc.template_source_validate(content=f"{{% include '{paths[0]}' %}}", path=OWN_PATH)
+
+
+def test_the_admin_part_form_refuses_a_part_that_includes_itself():
+    from campaigns.forms import EmailTemplatePartForm
+
+    owner = MessageTypeDefinitionFactory()
+    own = svc.template_part_path(
+        app_label=owner.app_label, name=owner.name, channel="email", filename="body.html"
+    )
+    data = {"filename": "body.html", "language": "", "content": f"{{% include '{own}' %}}"}
+    form = EmailTemplatePartForm(data=data, instance=TemplatePart(message_type=owner))
+    assert not form.is_valid()
+    assert "would include itself" in " ".join(form.errors["content"])
+    fine = {**data, "content": "Hello {{ name }}"}
+    assert EmailTemplatePartForm(data=fine, instance=TemplatePart(message_type=owner)).is_valid()
