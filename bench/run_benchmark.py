@@ -160,6 +160,7 @@ def worker_env(args: argparse.Namespace, smtp_port: int) -> dict[str, str]:
         "BENCH_SMTP_PORT": str(smtp_port),
         "BENCH_SMTP_CONNECTIONS": str(args.smtp_connections),
         "BENCH_FAST_SMTP": "0" if args.plain_smtp else "1",
+        "BENCH_BATCH_RENDER": "0" if args.full_render else "1",
         "CAMPAIGNS_BATCH_SIZE": str(args.batch_size),
         "PYTHONPATH": str(ROOT),
     }
@@ -840,6 +841,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--smtp-connections", type=int, default=4)
     parser.add_argument("--plain-smtp", action="store_true", help="one smtplib connection")
+    parser.add_argument(
+        "--full-render",
+        action="store_true",
+        help="render every message in full (ACE_BATCH_RENDER = False, as before ace.batch_render)",
+    )
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument(
         "--email",
@@ -877,6 +883,7 @@ def main(argv: list[str] | None = None) -> None:
             "smtp_connections": 0 if args.plain_smtp else args.smtp_connections,
             "batch_size": args.batch_size,
             "warmup": args.warmup,
+            "batch_render": not args.full_render,
         },
     }
     try:

@@ -29,6 +29,7 @@ ACE_CHANNEL_DEFAULT_EMAIL = "django_email"
 ACE_CHANNEL_TRANSACTIONAL_EMAIL = "django_email"
 ACE_CHANNEL_DJANGO_EMAIL_FAST_SMTP = env.bool("BENCH_FAST_SMTP", default=True)
 ACE_CHANNEL_DJANGO_EMAIL_SMTP_CONNECTIONS = env.int("BENCH_SMTP_CONNECTIONS", default=4)
+ACE_BATCH_RENDER = env.bool("BENCH_BATCH_RENDER", default=True)  # --full-render: False
 
 LOGGING = {
     "version": 1,

@@ -1,8 +1,9 @@
 """Micro-benchmarks of one stage at a time, per message, in one process (``--stages``).
 
 They show what each stage costs on its own and what the fast path changes: rendering the five
-templates (looked up once, translation active once, as ``BatchSender`` does), building the MIME
-bytes (Django's ``message().as_bytes()`` against :mod:`ace.channel.mime`), and sending
+templates (looked up once, translation active once, as ``BatchSender`` does; in full, then with
+the shared parts rendered once per batch by :mod:`ace.batch_render`), building the MIME bytes
+(Django's ``message().as_bytes()`` against :mod:`ace.channel.mime`), and sending
 pre-built bytes (``smtplib`` on one connection, a new connection per message as the reference
 does, and :class:`~ace.channel.smtp_pipelining.PipelinedSMTPTransport`).
 """
@@ -46,6 +47,7 @@ def run_stages(count: int = 2000) -> dict[str, float]:
     from django.core.mail import get_connection
     from django.utils import translation
 
+    from ace.batch_render import RenderBatch
     from ace.channel.django_email import DjangoEmailChannel, django_smtp_connector
     from ace.channel.mime import envelope, message_bytes
     from ace.channel.smtp_pipelining import Envelope, PipelinedSMTPTransport
@@ -59,6 +61,10 @@ def run_stages(count: int = 2000) -> dict[str, float]:
     with translation.override(workload.LANGUAGE):
         results["render (5 templates)"] = _per_message(
             count, lambda i: renderer.render_templates(templates, channel, messages[i])
+        )
+        batch = RenderBatch(messages).templates(templates, channel, messages[0])  # as BatchSender
+        results["render, shared parts once per batch"] = _per_message(
+            count, lambda i: renderer.render_templates(batch, channel, messages[i])
         )
         rendered = [renderer.render_templates(templates, channel, m) for m in messages]
     emails = [channel.build_email(m, r) for m, r in zip(messages, rendered, strict=True)]
