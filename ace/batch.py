@@ -4,8 +4,9 @@
 :class:`BatchSender` splits the work in two phases:
 
 * :meth:`BatchSender.prepare` (CPU): expiry, policies, channel choice and rendering. Templates
-  are looked up once per (channel, app_label, name, language) for the life of the sender, and
-  the translation is activated once per language, not once per message.
+  are looked up once per (channel, app_label, name, language) for the life of the sender, the
+  translation is activated once per language, not once per message, and what does not depend
+  on the recipient renders once per batch (:mod:`ace.batch_render`).
 * :meth:`BatchSender.deliver` (network): each channel's items go to one
   :class:`~ace.channel.ChannelSession`, kept open until the sender closes (one SMTP
   connection for the whole batch). A recoverable error comes back as a RETRY outcome with its
@@ -32,6 +33,7 @@ from django.utils import translation
 
 from ace import policy, presentation
 from ace.ace import channel_types_to_try, normalize_channel_types, route
+from ace.batch_render import RenderBatch
 from ace.channel import (
     Channel,
     ChannelMap,
@@ -139,10 +141,11 @@ class BatchSender:
         prepared: list[tuple[int, PreparedDelivery]] = []
         decided: list[tuple[int, DeliveryOutcome]] = []
         for language, group in groups.items():
+            render_batch = RenderBatch([message for _index, message, _tag in group])
             with translation.override(language):
                 for index, message, tag in group:
                     for item in self._prepare_one(
-                        message, tag, channel_types, channel_map, now, language
+                        message, tag, channel_types, channel_map, now, language, render_batch
                     ):
                         if isinstance(item, PreparedDelivery):
                             prepared.append((index, item))
@@ -160,6 +163,7 @@ class BatchSender:
         channel_map: ChannelMap,
         now: Any,
         language: str | None,
+        render_batch: RenderBatch | None = None,
     ) -> list[PreparedDelivery | DeliveryOutcome]:
         if not channel_types:
             return []
@@ -187,6 +191,8 @@ class BatchSender:
             try:
                 renderer = presentation.get_renderer(channel_type)
                 templates = self._templates_for(renderer, channel, channel_name, message, language)
+                if render_batch is not None:  # the shared parts render once per batch
+                    templates = render_batch.templates(templates, channel, message)
                 rendered = renderer.render_templates(templates, channel, message)
             except ChannelError as error:
                 outcome = DeliveryOutcome.from_error(
